@@ -1,0 +1,40 @@
+"""Turn a forecast band into the anomaly_score of the output contract.
+
+score = (y - yhat) / (yhat_upper - yhat) when y >= yhat, else (yhat - y) / (yhat - yhat_lower):
+0 is "as expected", <= 1 inside the band, > 1 outside. The same function serves the daemon, the
+backtest and the NAB benchmark.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+Direction = Literal["both", "above", "below"]
+
+_TINY = 1e-12
+
+
+def anomaly_score(y: np.ndarray, yhat: np.ndarray, yhat_lower: np.ndarray, yhat_upper: np.ndarray,
+                  direction: Direction = "both", min_dev_from_expected: float = 0.0) -> np.ndarray:
+    """Elementwise score; NaN wherever y or the forecast is missing (never scored, never 0).
+
+    A zero-width half band scores 0 at y == yhat and a very large finite number beyond it, so
+    a flat, perfectly predicted series still alarms on the first change.
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        deviation = y - yhat
+        above = deviation >= 0
+        half_width = np.where(above, yhat_upper - yhat, yhat - yhat_lower)
+        half_width = np.maximum(half_width, _TINY)
+        score = np.abs(deviation) / half_width
+    if direction == "above":
+        score = np.where(above, score, 0.0)
+    elif direction == "below":
+        score = np.where(above, 0.0, score)
+    if min_dev_from_expected > 0:
+        score = np.where(np.abs(deviation) < min_dev_from_expected, 0.0, score)
+    invalid = ~(np.isfinite(y) & np.isfinite(yhat) & np.isfinite(yhat_lower)
+                & np.isfinite(yhat_upper))
+    return np.where(invalid, np.nan, score)

@@ -1,0 +1,1 @@
+"""Shared test helpers: real binaries on loopback, a controllable target, a Slack catcher."""
