@@ -38,3 +38,15 @@ def anomaly_score(y: np.ndarray, yhat: np.ndarray, yhat_lower: np.ndarray, yhat_
     invalid = ~(np.isfinite(y) & np.isfinite(yhat) & np.isfinite(yhat_lower)
                 & np.isfinite(yhat_upper))
     return np.where(invalid, np.nan, score)
+
+
+def score_forecast(y: np.ndarray, forecast, direction: Direction = "both",
+                   min_dev_from_expected: float = 0.0) -> np.ndarray:
+    """The score every caller publishes: the model's own score_hint when it gives one (with the
+    same direction and min_dev rules applied), else the band formula above."""
+    band_score = anomaly_score(y, forecast.yhat, forecast.yhat_lower, forecast.yhat_upper,
+                               direction, min_dev_from_expected)
+    if forecast.score_hint is None:
+        return band_score
+    hint = np.where(np.isnan(band_score), np.nan, forecast.score_hint)
+    return np.where(band_score == 0.0, 0.0, hint)
