@@ -1,0 +1,190 @@
+"""`type: likelihood`: an anomaly-likelihood detector (the recommended default).
+
+Why not alarm on the raw forecast error: series differ wildly in noise, and a fixed band of
+"k sigma" either floods a noisy series with alarms or sleeps through a quiet one. Following
+Numenta's anomaly likelihood (Ahmad et al., Neurocomputing 2017), each point's forecast error is
+normalised by the range seen so far, averaged over a few recent points, and compared with the
+distribution of that average over a long history of the same series. The tail probability p of
+the recent average is put on a log scale, u = log(p) / log(1e-10), so one fixed threshold means
+the same rarity on every series; anomaly_score = u / alarm_level, so > 1 means "rarer than the
+alarm level" as the output contract requires. On top of it:
+
+- a value leaving the running [min, max] by more than `spatial_tolerance` of the range scores
+  the maximum (u = 1): a new extreme is an anomaly however noisy the series was;
+- after an alarm the detector stays quiet for `quiet_points` points, since an anomaly raises
+  the error for a while and every further alarm would be a repeat.
+
+Everything is computed causally inside `predict` from the context it is given (the forecast of
+column j uses only columns < j), so the detector learns online from the first rows, needs no
+fit, and the daemon, backtest and benchmark run the very same arithmetic.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.special import erfc, ndtri
+
+from anomaly_sidecar.models.base import Forecast, Model, ModelParamError, ModelParams, SeriesBatch
+
+_TINY = 1e-12
+_LOG_FLOOR = 1e-10  # u = log(p) / log(1e-10): p at or below 1e-10 scores u = 1
+_STATE_FILE = "likelihood.json"
+
+
+@dataclass(frozen=True)
+class LikelihoodParams(ModelParams):
+    """Defaults were chosen on the NAB corpus (see README); they are what a user gets."""
+
+    history: int = 2000
+    """Points of error history the tail probability is measured against."""
+    error_window: int = 10
+    """Recent errors averaged before comparing with the history (Numenta: 10)."""
+    min_history: int = 150
+    """Points of history needed before the detector scores anything."""
+    alarm_level: float = 0.5
+    """u at which anomaly_score reaches 1; 0.5 is a tail probability of 1e-5."""
+    spatial_tolerance: float = 0.05
+    """Fraction of the running range a value may exceed it by before it is a spatial anomaly."""
+    quiet_points: int = 300
+    """Points after an alarm during which further alarms are suppressed."""
+    min_error_mean: float = 0.03
+    """Lower bound of the error distribution's mean (Numenta's), so near-perfect forecasts do
+    not turn every tiny wiggle into an alarm."""
+    min_error_std: float = 0.0173
+    """Lower bound of its standard deviation (Numenta's variance floor 0.0003)."""
+
+    def validate(self) -> None:
+        for key in ("history", "error_window", "min_history"):
+            if getattr(self, key) < 1:
+                raise ModelParamError(key, "must be at least 1")
+        if self.min_history > self.history:
+            raise ModelParamError("min_history", "must not exceed history")
+        if not 0.0 < self.alarm_level <= 1.0:
+            raise ModelParamError("alarm_level", "must be in (0, 1]")
+        if self.spatial_tolerance < 0:
+            raise ModelParamError("spatial_tolerance", "must be >= 0")
+        if self.quiet_points < 0:
+            raise ModelParamError("quiet_points", "must be >= 0")
+        if self.min_error_mean < 0 or self.min_error_std <= 0:
+            raise ModelParamError("min_error_std", "floors must be >= 0 (std > 0)")
+
+
+def _window_sums(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sum and count of the finite values in the trailing `window` columns ending at each
+    column (inclusive), per row. NaN contributes nothing."""
+    finite = np.isfinite(values)
+    padded = np.zeros((values.shape[0], values.shape[1] + 1))
+    counts = np.zeros_like(padded)
+    padded[:, 1:] = np.cumsum(np.where(finite, values, 0.0), axis=1)
+    counts[:, 1:] = np.cumsum(finite, axis=1)
+    end = np.arange(1, values.shape[1] + 1)
+    start = np.maximum(end - window, 0)
+    return padded[:, end] - padded[:, start], counts[:, end] - counts[:, start]
+
+
+def _previous_finite(values: np.ndarray) -> np.ndarray:
+    """For each column, the last finite value strictly before it (NaN if none)."""
+    n_series, n_points = values.shape
+    columns = np.where(np.isfinite(values), np.arange(n_points), -1)
+    last = np.maximum.accumulate(columns, axis=1)
+    previous = np.full_like(values, np.nan)
+    previous[:, 1:] = np.where(last[:, :-1] >= 0,
+                               values[np.arange(n_series)[:, None], np.maximum(last[:, :-1], 0)],
+                               np.nan)
+    return previous
+
+
+def _running_extremes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Min and max of the finite values strictly before each column (NaN if none)."""
+    with np.errstate(invalid="ignore"):
+        low = np.fmin.accumulate(np.where(np.isfinite(values), values, np.nan), axis=1)
+        high = np.fmax.accumulate(np.where(np.isfinite(values), values, np.nan), axis=1)
+    shift = np.full((values.shape[0], 1), np.nan)
+    return np.hstack([shift, low[:, :-1]]), np.hstack([shift, high[:, :-1]])
+
+
+def _suppress_repeats(score: np.ndarray, quiet_points: int) -> np.ndarray:
+    """Zero every alarm (score >= 1) within quiet_points after the previous kept alarm."""
+    if quiet_points == 0:
+        return score
+    kept = score.copy()
+    for row in range(score.shape[0]):
+        last_alarm = -quiet_points - 1
+        for column in np.flatnonzero(score[row] >= 1.0):
+            if column - last_alarm <= quiet_points:
+                kept[row, column] = 0.0
+            else:
+                last_alarm = column
+    return kept
+
+
+class LikelihoodModel(Model):
+    """Numenta-style anomaly likelihood over a last-value forecast; see the module docstring."""
+
+    type_name = "likelihood"
+    Params = LikelihoodParams
+    params: LikelihoodParams
+
+    @property
+    def context_points(self) -> int:
+        return self.params.history + self.params.error_window
+
+    def fit(self, batch: SeriesBatch) -> None:
+        """Nothing to learn ahead of time: the error distribution is re-estimated causally at
+        every point from the context, which is what lets it adapt to level shifts at once."""
+
+    def predict(self, batch: SeriesBatch, n_targets: int) -> Forecast:
+        params = self.params
+        values = np.where(np.isfinite(batch.values), batch.values, np.nan).astype(float)
+        yhat = _previous_finite(values)
+        low, high = _running_extremes(values)
+        value_range = high - low
+        with np.errstate(invalid="ignore", divide="ignore"):
+            error = np.minimum(np.abs(values - yhat) / np.maximum(value_range, _TINY), 1.0)
+        error = np.where(np.isfinite(values) & np.isfinite(yhat), error, np.nan)
+        recent_sum, recent_count = _window_sums(error, params.error_window)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            recent = np.where(recent_count > 0, recent_sum / np.maximum(recent_count, 1), np.nan)
+        # the history excludes the current point: its distribution is what came before
+        history = np.full_like(recent, np.nan)
+        history[:, 1:] = recent[:, :-1]
+        hist_sum, hist_count = _window_sums(history, params.history)
+        hist_sq, _ = _window_sums(history * history, params.history)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = hist_sum / np.maximum(hist_count, 1)
+            variance = np.maximum(hist_sq / np.maximum(hist_count, 1) - mean * mean, 0.0)
+        mean = np.maximum(mean, params.min_error_mean)
+        std = np.maximum(np.sqrt(variance), params.min_error_std)
+        z_score = np.maximum((recent - mean) / std, 0.0)
+        tail = 0.5 * erfc(z_score / math.sqrt(2.0))
+        log_score = np.clip(np.log(tail + _LOG_FLOOR) / math.log(_LOG_FLOOR), 0.0, 1.0)
+        log_score = np.where(hist_count >= params.min_history, log_score, 0.0)
+        tolerance = params.spatial_tolerance * value_range
+        spatial = (value_range > 0) & ((values > high + tolerance) | (values < low - tolerance))
+        log_score = np.where(spatial, 1.0, log_score)
+        score = _suppress_repeats(np.where(np.isfinite(error), log_score, np.nan)
+                                  / params.alarm_level, params.quiet_points)
+        # Band: the error at which the score would reach 1 with a steady recent error level,
+        # i.e. mean + z(alarm) * std in range units; an approximation for display.
+        z_alarm = -float(ndtri(_LOG_FLOOR ** params.alarm_level))
+        half_width = (mean + z_alarm * std) * np.maximum(value_range, _TINY)
+        targets = slice(values.shape[1] - n_targets, values.shape[1])
+        return Forecast(yhat=yhat[:, targets], yhat_lower=(yhat - half_width)[:, targets],
+                        yhat_upper=(yhat + half_width)[:, targets],
+                        score_hint=score[:, targets])
+
+    def save(self, directory: Path) -> None:
+        (directory / _STATE_FILE).write_text(json.dumps(asdict(self.params)))
+
+    @classmethod
+    def load(cls, directory: Path, params: ModelParams) -> LikelihoodModel:
+        json.loads((directory / _STATE_FILE).read_text())  # a corrupt state raises here
+        return cls(params)
+
+
+MODEL_CLASS = LikelihoodModel
