@@ -1,0 +1,15 @@
+"""One module per collector; importing this package registers them all."""
+
+from exporter.collectors import (  # noqa: F401 -- imported for their @register side effect
+    boottime,
+    cpu,
+    diskstats,
+    filesystem,
+    gpu,
+    gpu_processes,
+    loadavg,
+    memory,
+    netdev,
+    pressure,
+    xid,
+)

@@ -1,0 +1,225 @@
+"""GPU collector: per-GPU utilisation, memory, thermals, power, clocks, errors and MIG via NVML.
+
+A GPU that fails a call (lost, Unknown) reports `aiinfra_gpu_up 0` and nothing else, while the
+other GPUs are unaffected; a field the GPU does not support is skipped without a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import pynvml
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from exporter.collectors.gpu_families import FamilyBook
+from exporter.collectors.nvml_base import NvmlCollector
+from exporter.nvml import GpuDevice, describe_error, read_optional
+from exporter.registry import register
+
+LOG = logging.getLogger("exporter.gpu")
+
+Rows = list[tuple[str, list[str], float]]
+
+# NVML's clocks-event (formerly throttle) reason bits, named as in the NVML docs.
+CLOCK_EVENT_REASONS = {
+    "gpu_idle": 0x1,
+    "applications_clocks_setting": 0x2,
+    "sw_power_cap": 0x4,
+    "hw_slowdown": 0x8,
+    "sync_boost": 0x10,
+    "sw_thermal_slowdown": 0x20,
+    "hw_thermal_slowdown": 0x40,
+    "hw_power_brake_slowdown": 0x80,
+    "display_clock_setting": 0x100,
+}
+VIOLATION_POLICIES = {
+    "power": pynvml.NVML_PERF_POLICY_POWER,
+    "thermal": pynvml.NVML_PERF_POLICY_THERMAL,
+    "sync_boost": pynvml.NVML_PERF_POLICY_SYNC_BOOST,
+    "board_limit": pynvml.NVML_PERF_POLICY_BOARD_LIMIT,
+    "low_utilization": pynvml.NVML_PERF_POLICY_LOW_UTILIZATION,
+    "reliability": pynvml.NVML_PERF_POLICY_RELIABILITY,
+    "total_app_clocks": pynvml.NVML_PERF_POLICY_TOTAL_APP_CLOCKS,
+    "total_base_clocks": pynvml.NVML_PERF_POLICY_TOTAL_BASE_CLOCKS,
+}
+ECC_TYPES = {
+    "corrected": pynvml.NVML_MEMORY_ERROR_TYPE_CORRECTED,
+    "uncorrected": pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
+}
+_FIELD_VALUE_READERS = {
+    pynvml.NVML_VALUE_TYPE_DOUBLE: "dVal",
+    pynvml.NVML_VALUE_TYPE_UNSIGNED_INT: "uiVal",
+    pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG: "ulVal",
+    pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG: "ullVal",
+    pynvml.NVML_VALUE_TYPE_SIGNED_LONG_LONG: "sllVal",
+    pynvml.NVML_VALUE_TYPE_SIGNED_INT: "siVal",
+    pynvml.NVML_VALUE_TYPE_UNSIGNED_SHORT: "usVal",
+}
+MIG_LABELS = ("gpu_instance_id", "compute_instance_id")
+
+
+def declare_families(book: FamilyBook) -> None:
+    """Every GPU family, in exposition order."""
+    book.gauge("aiinfra_gpu_info", "Static GPU identity; always 1.",
+               ("name", "pci_bus_id", "driver_version", "cuda_version"))
+    book.gauge("aiinfra_gpu_up", "1 if the GPU answered NVML this scrape, 0 if lost or erroring.")
+    book.gauge("aiinfra_gpu_utilization_ratio",
+               "Fraction of the last sample period in which a kernel ran (0-1).")
+    book.gauge("aiinfra_gpu_memory_copy_utilization_ratio",
+               "Fraction of the last sample period in which device memory was read or written.")
+    book.gauge("aiinfra_gpu_encoder_utilization_ratio", "Video encoder utilisation (0-1).")
+    book.gauge("aiinfra_gpu_decoder_utilization_ratio", "Video decoder utilisation (0-1).")
+    book.gauge("aiinfra_gpu_memory_used_bytes", "Device memory allocated.")
+    book.gauge("aiinfra_gpu_memory_free_bytes", "Device memory free.")
+    book.gauge("aiinfra_gpu_memory_total_bytes", "Device memory installed.")
+    book.gauge("aiinfra_gpu_temperature_celsius", "Temperature by sensor (gpu die, memory).",
+               ("sensor",))
+    book.gauge("aiinfra_gpu_power_watts", "Power draw.")
+    book.gauge("aiinfra_gpu_power_limit_watts", "Enforced power limit.")
+    book.counter("aiinfra_gpu_energy_joules", "Energy used since the driver loaded.")
+    book.gauge("aiinfra_gpu_clock_hertz", "Current clock by domain (sm, memory).", ("clock",))
+    book.gauge("aiinfra_gpu_clock_event_active",
+               "1 if this reason is currently holding clocks down (NVML clocks event reasons).",
+               ("reason",))
+    book.counter("aiinfra_gpu_violation_seconds",
+                 "Time clocks were held below target by this policy.", ("policy",))
+    book.counter("aiinfra_gpu_ecc_errors",
+                 "ECC errors since the driver loaded (volatile counters).", ("type",))
+    book.gauge("aiinfra_gpu_remapped_rows", "Memory rows remapped, by cause.", ("cause",))
+    book.gauge("aiinfra_gpu_row_remap_pending", "1 if a row remap awaits a GPU reset.")
+    book.gauge("aiinfra_gpu_row_remap_failed", "1 if a row remap has failed.")
+    book.counter("aiinfra_gpu_pcie_replays", "PCIe replay events.")
+    book.gauge("aiinfra_gpu_fan_speed_ratio", "Fan speed as a fraction of its maximum.")
+    book.gauge("aiinfra_gpu_mig_mode_enabled", "1 if MIG mode is on.")
+    book.gauge("aiinfra_gpu_mig_info", "A MIG instance; always 1.", (*MIG_LABELS, "mig_uuid"))
+    book.gauge("aiinfra_gpu_mig_memory_used_bytes", "Memory used in a MIG instance.", MIG_LABELS)
+    book.gauge("aiinfra_gpu_mig_memory_total_bytes", "Memory of a MIG instance.", MIG_LABELS)
+
+
+@register
+class GpuCollector(NvmlCollector):
+    name = "gpu"
+    help_text = "NVIDIA GPU metrics via NVML"
+
+    def collect(self) -> Iterable[Metric]:
+        return self.call_with_deadline(self._collect_now)
+
+    def _collect_now(self) -> list[Metric]:
+        devices = self.session.ensure_initialized()
+        count = GaugeMetricFamily("aiinfra_gpus", "Number of GPUs NVML reports.")
+        count.add_metric([], float(len(devices)))
+        book = FamilyBook()
+        declare_families(book)
+        for device in devices:
+            rows: Rows = []
+            try:
+                up = self.session.refresh_identity(device) and self._read_device(device, rows)
+            except pynvml.NVMLError as error:
+                LOG.debug("GPU %d failed: %s", device.index, describe_error(error))
+                up = False
+            book.add("aiinfra_gpu_up", device.labels, 1.0 if up else 0.0)
+            if up:
+                book.commit(rows)
+        return [count, *book.families()]
+
+    def _read_device(self, device: GpuDevice, rows: Rows) -> bool:
+        """Append every supported reading of one GPU to rows; NVMLError if the GPU is broken."""
+        nvml: Any = self.session.nvml
+        handle = device.handle
+        labels = device.labels
+
+        def put(name: str, value: float | None, *extra: str, divide: float = 1,
+                multiply: float = 1) -> None:
+            if value is not None:
+                rows.append((name, [*labels, *extra], value * multiply / divide))
+
+        session = self.session
+        put("aiinfra_gpu_info", 1.0, device.name, device.pci_bus_id, session.driver_version,
+            session.cuda_version)
+        utilization = read_optional(nvml.nvmlDeviceGetUtilizationRates, handle)
+        if utilization is not None:
+            put("aiinfra_gpu_utilization_ratio", utilization.gpu, divide=100)
+            put("aiinfra_gpu_memory_copy_utilization_ratio", utilization.memory, divide=100)
+        for codec, getter in (("encoder", nvml.nvmlDeviceGetEncoderUtilization),
+                              ("decoder", nvml.nvmlDeviceGetDecoderUtilization)):
+            sample = read_optional(getter, handle)
+            put(f"aiinfra_gpu_{codec}_utilization_ratio",
+                sample[0] if sample is not None else None, divide=100)
+        memory = read_optional(nvml.nvmlDeviceGetMemoryInfo, handle)
+        if memory is not None:
+            put("aiinfra_gpu_memory_used_bytes", memory.used)
+            put("aiinfra_gpu_memory_free_bytes", memory.free)
+            put("aiinfra_gpu_memory_total_bytes", memory.total)
+        gpu_temperature = read_optional(nvml.nvmlDeviceGetTemperature, handle,
+                                        pynvml.NVML_TEMPERATURE_GPU)
+        put("aiinfra_gpu_temperature_celsius", gpu_temperature, "gpu")
+        put("aiinfra_gpu_temperature_celsius", self._memory_temperature(handle), "memory")
+        put("aiinfra_gpu_power_watts", read_optional(nvml.nvmlDeviceGetPowerUsage, handle),
+            divide=1000)
+        put("aiinfra_gpu_power_limit_watts",
+            read_optional(nvml.nvmlDeviceGetEnforcedPowerLimit, handle), divide=1000)
+        put("aiinfra_gpu_energy_joules",
+            read_optional(nvml.nvmlDeviceGetTotalEnergyConsumption, handle), divide=1000)
+        for clock, clock_type in (("sm", pynvml.NVML_CLOCK_SM), ("memory", pynvml.NVML_CLOCK_MEM)):
+            put("aiinfra_gpu_clock_hertz", read_optional(nvml.nvmlDeviceGetClockInfo, handle,
+                                                         clock_type), clock, multiply=1_000_000)
+        reasons = self.first_supported(
+            [getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None),
+             getattr(nvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None)], handle)
+        if reasons is not None:
+            for reason, bit in CLOCK_EVENT_REASONS.items():
+                put("aiinfra_gpu_clock_event_active", 1.0 if reasons & bit else 0.0, reason)
+        for policy, policy_type in VIOLATION_POLICIES.items():
+            violation = read_optional(nvml.nvmlDeviceGetViolationStatus, handle, policy_type)
+            if violation is not None:
+                put("aiinfra_gpu_violation_seconds", violation.violationTime, policy, divide=1e9)
+        for error_type, type_code in ECC_TYPES.items():
+            put("aiinfra_gpu_ecc_errors", read_optional(
+                nvml.nvmlDeviceGetTotalEccErrors, handle, type_code, pynvml.NVML_VOLATILE_ECC),
+                error_type)
+        remapped = read_optional(nvml.nvmlDeviceGetRemappedRows, handle)
+        if remapped is not None:
+            correctable, uncorrectable, pending, failed = remapped
+            put("aiinfra_gpu_remapped_rows", correctable, "correctable")
+            put("aiinfra_gpu_remapped_rows", uncorrectable, "uncorrectable")
+            put("aiinfra_gpu_row_remap_pending", 1.0 if pending else 0.0)
+            put("aiinfra_gpu_row_remap_failed", 1.0 if failed else 0.0)
+        put("aiinfra_gpu_pcie_replays", read_optional(nvml.nvmlDeviceGetPcieReplayCounter, handle))
+        put("aiinfra_gpu_fan_speed_ratio", read_optional(nvml.nvmlDeviceGetFanSpeed, handle),
+            divide=100)
+        self._read_mig(handle, put)
+        return True
+
+    def _memory_temperature(self, handle: Any) -> float | None:
+        """HBM temperature through the field-values API; None where the GPU has no sensor."""
+        values = read_optional(self.session.nvml.nvmlDeviceGetFieldValues, handle,
+                               [pynvml.NVML_FI_DEV_MEMORY_TEMP])
+        if not values or values[0].nvmlReturn != pynvml.NVML_SUCCESS:
+            return None
+        attribute = _FIELD_VALUE_READERS.get(values[0].valueType)
+        reading = getattr(values[0].value, attribute) if attribute else None
+        return float(reading) if reading else None
+
+    def _read_mig(self, handle: Any, put: Any) -> None:
+        nvml: Any = self.session.nvml
+        mode = read_optional(nvml.nvmlDeviceGetMigMode, handle)
+        if mode is None:
+            return
+        enabled = mode[0] == pynvml.NVML_DEVICE_MIG_ENABLE
+        put("aiinfra_gpu_mig_mode_enabled", 1.0 if enabled else 0.0)
+        if not enabled:
+            return
+        for slot in range(read_optional(nvml.nvmlDeviceGetMaxMigDeviceCount, handle) or 0):
+            mig = read_optional(nvml.nvmlDeviceGetMigDeviceHandleByIndex, handle, slot)
+            if mig is None:
+                continue
+            instance = [str(read_optional(nvml.nvmlDeviceGetGpuInstanceId, mig)),
+                        str(read_optional(nvml.nvmlDeviceGetComputeInstanceId, mig))]
+            mig_uuid = read_optional(nvml.nvmlDeviceGetUUID, mig) or ""
+            put("aiinfra_gpu_mig_info", 1.0, *instance, str(mig_uuid))
+            memory = read_optional(nvml.nvmlDeviceGetMemoryInfo, mig)
+            if memory is not None:
+                put("aiinfra_gpu_mig_memory_used_bytes", memory.used, *instance)
+                put("aiinfra_gpu_mig_memory_total_bytes", memory.total, *instance)

@@ -1,0 +1,46 @@
+"""Base for collectors that call NVML: their calls run on one worker thread with a deadline."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from exporter.nvml import NvmlSession, read_optional
+from exporter.registry import Collector, CollectorFailed, ExporterOptions
+from exporter.worker import TimedWorker, WorkerBusy, WorkerTimeout
+
+T = TypeVar("T")
+
+
+class NvmlCollector(Collector):
+    """Runs NVML work via a TimedWorker so a hung driver costs at most one stuck thread."""
+
+    def __init__(self, options: ExporterOptions) -> None:
+        super().__init__(options)
+        if options.nvml is None:
+            raise ValueError(f"collector {self.name} needs an NVML session in its options")
+        self.session: NvmlSession = options.nvml
+        self.timeout_seconds = options.gpu_timeout_seconds
+        self.worker = TimedWorker(self.name)
+
+    def start(self) -> None:
+        self.call_with_deadline(self.session.ensure_initialized)
+
+    def call_with_deadline(self, function: Callable[[], T]) -> T:
+        """function() on the worker; CollectorFailed if it hangs or the previous call still does."""
+        try:
+            return self.worker.run(function, self.timeout_seconds)
+        except (WorkerBusy, WorkerTimeout) as error:
+            raise CollectorFailed(
+                f"NVML did not answer within {self.timeout_seconds:g}s (a driver call is hung; "
+                f"no new call is started until it returns)") from error
+
+    @staticmethod
+    def first_supported(functions: list[Callable[..., Any] | None], *args: Any) -> Any:
+        """The first of several equivalent NVML getters (new name, then old) that is supported."""
+        for function in functions:
+            if function is not None:
+                value = read_optional(function, *args)
+                if value is not None:
+                    return value
+        return None

@@ -1,0 +1,308 @@
+"""A simulated NVML with the pynvml function names, for tests, benchmarks and demos without GPUs.
+
+It raises the real pynvml error classes, so the collectors' error handling is exercised exactly as
+on hardware. Per device it can be lost, fail with Unknown, hang, lack fields, run MIG instances,
+run processes and emit Xid events. Values follow slow waves of the clock so a demo looks alive,
+and are fixed when the clock is (the golden-file test does that).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import pynvml
+
+GIB = 1024**3
+MIB = 1024**2
+FAULTS = ("lost", "unknown", "hang")
+HANG_SECONDS = 3600.0
+
+
+class FaultSpecError(ValueError):
+    """A --gpu.simulate-faults entry that cannot be understood."""
+
+
+@dataclass
+class SimulatedDevice:
+    """What one fake GPU does: its fault, its unsupported functions, MIG and processes."""
+
+    index: int
+    fault: str | None = None
+    unsupported: set[str] = field(default_factory=set)
+    mig_instances: int = 0
+    processes: int = 0
+
+    @property
+    def uuid(self) -> str:
+        return f"GPU-5e1a7ed0-0000-4000-8000-{self.index:012d}"
+
+
+@dataclass(frozen=True)
+class _Handle:
+    index: int
+    mig_slot: int | None = None
+
+
+class SimulatedNVML:
+    """The subset of pynvml the collectors use, backed by N fake H100s."""
+
+    def __init__(self, device_count: int, clock: Callable[[], float] | None = None,
+                 library_missing: bool = False) -> None:
+        started = time.monotonic()
+        self.clock = clock or (lambda: time.monotonic() - started)
+        self.library_missing = library_missing
+        self.devices = [SimulatedDevice(index) for index in range(device_count)]
+        self.release_hangs = threading.Event()
+        self._events: deque[tuple[int, int]] = deque()
+        self._event_ready = threading.Condition()
+        self.calls = 0
+
+    # -- test controls ---------------------------------------------------------------------
+    def inject_xid(self, index: int, xid: int) -> None:
+        """Queue an Xid critical error event for GPU `index`."""
+        with self._event_ready:
+            self._events.append((index, xid))
+            self._event_ready.notify_all()
+
+    # -- fault plumbing ---------------------------------------------------------------------
+    def _device(self, handle: _Handle, function: str) -> SimulatedDevice:
+        self.calls += 1
+        device = self.devices[handle.index]
+        if device.fault == "lost":
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)
+        if device.fault == "unknown":
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_UNKNOWN)
+        if device.fault == "hang":
+            self.release_hangs.wait(HANG_SECONDS)
+        if function in device.unsupported:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return device
+
+    def _utilization_percent(self, index: int) -> int:
+        return round(50 + 40 * math.sin(2 * math.pi * self.clock() / 300 + index))
+
+    # -- library ----------------------------------------------------------------------------
+    def nvmlInit(self) -> None:
+        if self.library_missing:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)
+
+    def nvmlShutdown(self) -> None:
+        self.release_hangs.set()
+
+    def nvmlSystemGetDriverVersion(self) -> str:
+        return "550.54.15"
+
+    def nvmlSystemGetCudaDriverVersion(self) -> int:
+        return 12040
+
+    def nvmlSystemGetProcessName(self, pid: int) -> str:
+        return f"/usr/bin/python3-sim-{pid}"
+
+    def nvmlDeviceGetCount(self) -> int:
+        return len(self.devices)
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> _Handle:
+        if not 0 <= index < len(self.devices):
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return _Handle(index)
+
+    def nvmlDeviceGetIndex(self, handle: _Handle) -> int:
+        return handle.index
+
+    # -- identity ---------------------------------------------------------------------------
+    def nvmlDeviceGetUUID(self, handle: _Handle) -> str:
+        device = self._device(handle, "nvmlDeviceGetUUID")
+        if handle.mig_slot is not None:
+            return f"MIG-5e1a7ed0-{handle.index:04d}-4000-8000-{handle.mig_slot:012d}"
+        return device.uuid
+
+    def nvmlDeviceGetName(self, handle: _Handle) -> str:
+        self._device(handle, "nvmlDeviceGetName")
+        return "NVIDIA H100 80GB HBM3 (simulated)"
+
+    def nvmlDeviceGetPciInfo(self, handle: _Handle) -> SimpleNamespace:
+        self._device(handle, "nvmlDeviceGetPciInfo")
+        return SimpleNamespace(busId=f"00000000:{0x18 + handle.index:02X}:00.0".encode())
+
+    # -- readings ---------------------------------------------------------------------------
+    def nvmlDeviceGetUtilizationRates(self, handle: _Handle) -> SimpleNamespace:
+        self._device(handle, "nvmlDeviceGetUtilizationRates")
+        busy = self._utilization_percent(handle.index)
+        return SimpleNamespace(gpu=busy, memory=busy * 6 // 10)
+
+    def nvmlDeviceGetEncoderUtilization(self, handle: _Handle) -> list[int]:
+        self._device(handle, "nvmlDeviceGetEncoderUtilization")
+        return [handle.index % 3, 167000]
+
+    def nvmlDeviceGetDecoderUtilization(self, handle: _Handle) -> list[int]:
+        self._device(handle, "nvmlDeviceGetDecoderUtilization")
+        return [handle.index % 2, 167000]
+
+    def nvmlDeviceGetMemoryInfo(self, handle: _Handle) -> SimpleNamespace:
+        self._device(handle, "nvmlDeviceGetMemoryInfo")
+        total = 80 * GIB if handle.mig_slot is None else 10 * GIB
+        used = total * self._utilization_percent(handle.index) * 9 // 1000 // MIB * MIB
+        return SimpleNamespace(total=total, used=used, free=total - used)
+
+    def nvmlDeviceGetTemperature(self, handle: _Handle, sensor: int) -> int:
+        self._device(handle, "nvmlDeviceGetTemperature")
+        return 30 + self._utilization_percent(handle.index) * 4 // 10
+
+    def nvmlDeviceGetFieldValues(self, handle: _Handle, field_ids: list[int]) -> list:
+        self._device(handle, "nvmlDeviceGetFieldValues")
+        values = []
+        for field_id in field_ids:
+            if field_id == pynvml.NVML_FI_DEV_MEMORY_TEMP:
+                reading = 36 + self._utilization_percent(handle.index) * 4 // 10
+                values.append(SimpleNamespace(
+                    nvmlReturn=pynvml.NVML_SUCCESS, valueType=pynvml.NVML_VALUE_TYPE_UNSIGNED_INT,
+                    value=SimpleNamespace(uiVal=reading)))
+            else:
+                values.append(SimpleNamespace(nvmlReturn=pynvml.NVML_ERROR_NOT_SUPPORTED,
+                                              valueType=0, value=None))
+        return values
+
+    def nvmlDeviceGetPowerUsage(self, handle: _Handle) -> int:
+        self._device(handle, "nvmlDeviceGetPowerUsage")
+        return 70_000 + self._utilization_percent(handle.index) * 6_300
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: _Handle) -> int:
+        self._device(handle, "nvmlDeviceGetEnforcedPowerLimit")
+        return 700_000
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: _Handle) -> int:
+        self._device(handle, "nvmlDeviceGetTotalEnergyConsumption")
+        return 1_000_000_000 * (handle.index + 1) + int(385_000 * self.clock())
+
+    def nvmlDeviceGetClockInfo(self, handle: _Handle, clock_type: int) -> int:
+        self._device(handle, "nvmlDeviceGetClockInfo")
+        if clock_type == pynvml.NVML_CLOCK_MEM:
+            return 2619
+        return 1980 if self._utilization_percent(handle.index) > 5 else 345
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: _Handle) -> int:
+        self._device(handle, "nvmlDeviceGetCurrentClocksEventReasons")
+        reasons = pynvml.nvmlClocksEventReasonSwPowerCap if handle.index == 1 else 0
+        if self._utilization_percent(handle.index) <= 5:
+            reasons |= pynvml.nvmlClocksEventReasonGpuIdle
+        return reasons
+
+    def nvmlDeviceGetViolationStatus(self, handle: _Handle, policy: int) -> SimpleNamespace:
+        self._device(handle, "nvmlDeviceGetViolationStatus")
+        violation_ns = int(self.clock() * 1e7) * handle.index * (policy + 1)
+        return SimpleNamespace(referenceTime=0, violationTime=violation_ns)
+
+    def nvmlDeviceGetTotalEccErrors(self, handle: _Handle, error_type: int, counter: int) -> int:
+        self._device(handle, "nvmlDeviceGetTotalEccErrors")
+        return 3 * handle.index if error_type == pynvml.NVML_MEMORY_ERROR_TYPE_CORRECTED else 0
+
+    def nvmlDeviceGetRemappedRows(self, handle: _Handle) -> tuple[int, int, int, int]:
+        self._device(handle, "nvmlDeviceGetRemappedRows")
+        return (handle.index, 0, 0, 0)
+
+    def nvmlDeviceGetPcieReplayCounter(self, handle: _Handle) -> int:
+        self._device(handle, "nvmlDeviceGetPcieReplayCounter")
+        return 2 * handle.index
+
+    def nvmlDeviceGetFanSpeed(self, handle: _Handle) -> int:
+        self._device(handle, "nvmlDeviceGetFanSpeed")
+        return 35 + handle.index
+
+    # -- MIG --------------------------------------------------------------------------------
+    def nvmlDeviceGetMigMode(self, handle: _Handle) -> list[int]:
+        device = self._device(handle, "nvmlDeviceGetMigMode")
+        mode = pynvml.NVML_DEVICE_MIG_ENABLE if device.mig_instances else 0
+        return [mode, mode]
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, handle: _Handle) -> int:
+        self._device(handle, "nvmlDeviceGetMaxMigDeviceCount")
+        return 7
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, handle: _Handle, slot: int) -> _Handle:
+        device = self._device(handle, "nvmlDeviceGetMigDeviceHandleByIndex")
+        if slot >= device.mig_instances:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
+        return _Handle(handle.index, slot)
+
+    def nvmlDeviceGetGpuInstanceId(self, handle: _Handle) -> int:
+        self._device(handle, "nvmlDeviceGetGpuInstanceId")
+        return 1 + (handle.mig_slot or 0)
+
+    def nvmlDeviceGetComputeInstanceId(self, handle: _Handle) -> int:
+        self._device(handle, "nvmlDeviceGetComputeInstanceId")
+        return 0
+
+    # -- processes --------------------------------------------------------------------------
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: _Handle) -> list[SimpleNamespace]:
+        device = self._device(handle, "nvmlDeviceGetComputeRunningProcesses")
+        return [SimpleNamespace(pid=4000 + 10 * handle.index + number,
+                                usedGpuMemory=(number + 1) * GIB)
+                for number in range(device.processes)]
+
+    def nvmlDeviceGetGraphicsRunningProcesses(self, handle: _Handle) -> list[SimpleNamespace]:
+        self._device(handle, "nvmlDeviceGetGraphicsRunningProcesses")
+        return []
+
+    # -- Xid events -------------------------------------------------------------------------
+    def nvmlEventSetCreate(self) -> object:
+        return object()
+
+    def nvmlDeviceRegisterEvents(self, handle: _Handle, event_types: int, event_set: Any) -> None:
+        self._device(handle, "nvmlDeviceRegisterEvents")
+
+    def nvmlEventSetWait_v2(self, event_set: Any, timeout_ms: int) -> SimpleNamespace:
+        with self._event_ready:
+            if not self._events:
+                self._event_ready.wait(timeout_ms / 1000)
+            if not self._events:
+                raise pynvml.NVMLError(pynvml.NVML_ERROR_TIMEOUT)
+            index, xid = self._events.popleft()
+        return SimpleNamespace(device=_Handle(index),
+                               eventType=pynvml.nvmlEventTypeXidCriticalError, eventData=xid,
+                               gpuInstanceId=0xFFFFFFFF,
+                               computeInstanceId=0xFFFFFFFF)
+
+    def nvmlEventSetFree(self, event_set: Any) -> None:
+        return None
+
+
+def parse_fault_spec(spec: str, simulated: SimulatedNVML) -> None:
+    """Apply 'INDEX:WHAT,...' to the simulated devices (or 'driver:missing').
+
+    WHAT is one of lost, unknown, hang, unsupported=FUNCTION (a pynvml name), mig=N (N MIG
+    instances), processes=N, xid=N (one Xid event at start).
+    """
+    for entry in filter(None, (part.strip() for part in spec.split(","))):
+        target, _, what = entry.partition(":")
+        if target == "driver":
+            if what != "missing":
+                raise FaultSpecError(f"{entry!r}: the only driver fault is 'driver:missing'")
+            simulated.library_missing = True
+            continue
+        if not target.isdigit() or int(target) >= len(simulated.devices):
+            raise FaultSpecError(f"{entry!r}: {target!r} is not a simulated GPU index "
+                                 f"(0..{len(simulated.devices) - 1})")
+        device = simulated.devices[int(target)]
+        key, _, value = what.partition("=")
+        if key in FAULTS and not value:
+            device.fault = key
+        elif key == "unsupported" and value.startswith("nvml"):
+            device.unsupported.add(value)
+        elif key in ("mig", "processes", "xid") and value.isdigit():
+            if key == "mig":
+                device.mig_instances = int(value)
+            elif key == "processes":
+                device.processes = int(value)
+            else:
+                simulated.inject_xid(device.index, int(value))
+        else:
+            raise FaultSpecError(
+                f"{entry!r}: expected INDEX:lost|unknown|hang|unsupported=nvmlFunction|mig=N|"
+                f"processes=N|xid=N")

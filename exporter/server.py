@@ -1,0 +1,155 @@
+"""The HTTP(S) server: landing page, telemetry path, basic auth, TLS.
+
+A small threading server instead of prometheus-client's start_http_server, because exporter-toolkit
+compatibility needs basic auth, and a TLS handshake must happen on the connection's own thread so a
+slow client cannot stall the accept loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import html
+import logging
+import socket
+import ssl
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from exporter import __version__
+from exporter.webconfig import WebConfig
+
+LOG = logging.getLogger("exporter.http")
+CONNECTION_TIMEOUT_SECONDS = 30.0
+GZIP_MIN_BYTES = 1024
+
+
+def parse_listen_address(address: str) -> tuple[str, int]:
+    """'host:port', ':port' (all IPv4 interfaces) or '[v6]:port' -> (host, port)."""
+    host, separator, port_text = address.rpartition(":")
+    if not separator or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"{address!r} is not HOST:PORT (e.g. :10100 or 127.0.0.1:10100)")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port_text)
+
+
+class ExporterHTTPServer(ThreadingHTTPServer):
+    """One thread per connection; TLS wrapping without handshaking on the accept thread."""
+
+    daemon_threads = True
+    request_queue_size = 64
+
+    def __init__(self, address: tuple[str, int], registry: CollectorRegistry,
+                 telemetry_path: str, web_config: WebConfig) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.registry = registry
+        self.telemetry_path = telemetry_path
+        self.web_config = web_config
+        super().__init__(address, ExporterRequestHandler)
+
+    def get_request(self) -> tuple[Any, Any]:
+        connection, client = super().get_request()
+        connection.settimeout(CONNECTION_TIMEOUT_SECONDS)
+        context = self.web_config.ssl_context
+        if context is not None:
+            connection = context.wrap_socket(connection, server_side=True,
+                                             do_handshake_on_connect=False)
+        return connection, client
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up mid-request is routine, not a traceback on stderr."""
+        LOG.debug("request from %s failed", client_address, exc_info=True)
+
+    def serve_in_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self.serve_forever, name="http", daemon=True)
+        thread.start()
+        return thread
+
+
+class ExporterRequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: Prometheus reuses its connection
+    server: ExporterHTTPServer
+    server_version = f"aiinfra-exporter/{__version__}"
+
+    def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            try:
+                self.request.do_handshake()
+            except (ssl.SSLError, OSError) as error:
+                LOG.debug("TLS handshake with %s failed: %s", self.client_address, error)
+                self.request.close()
+                raise ConnectionAbortedError from error
+        super().setup()
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except (ConnectionError, TimeoutError, ssl.SSLError) as error:
+            LOG.debug("connection from %s ended: %s", self.client_address, error)
+
+    def do_GET(self) -> None:
+        if not self._authorized():
+            self._send(401, b"Unauthorized\n", "text/plain; charset=utf-8",
+                       {"WWW-Authenticate": 'Basic realm="aiinfra-exporter"'})
+            return
+        path = self.path.split("?", 1)[0]
+        if path == self.server.telemetry_path:
+            self._send_metrics()
+        elif path == "/":
+            self._send(200, self._landing_page(), "text/html; charset=utf-8")
+        else:
+            self._send(404, b"Not found\n", "text/plain; charset=utf-8")
+
+    def _authorized(self) -> bool:
+        users = self.server.web_config.users
+        if not users:
+            return True
+        header = self.headers.get("Authorization", "")
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            username, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        return self.server.web_config.check_password(username, password)
+
+    def _send_metrics(self) -> None:
+        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+        try:
+            body = encoder(self.server.registry)
+        except Exception:  # a broken exposition must still answer, with a reason
+            LOG.exception("rendering metrics failed")
+            self._send(500, b"error rendering metrics; see the exporter's log\n",
+                       "text/plain; charset=utf-8")
+            return
+        extra = {}
+        if len(body) >= GZIP_MIN_BYTES and "gzip" in self.headers.get("Accept-Encoding", ""):
+            body = gzip.compress(body, compresslevel=1)
+            extra["Content-Encoding"] = "gzip"
+        self._send(200, body, content_type, extra)
+
+    def _landing_page(self) -> bytes:
+        path = html.escape(self.server.telemetry_path)
+        return (f"<!DOCTYPE html><html><head><title>aiinfra exporter</title></head><body>"
+                f"<h1>aiinfra exporter {__version__}</h1>"
+                f"<p>Host and NVIDIA GPU metrics for Prometheus.</p>"
+                f'<p><a href="{path}">Metrics</a></p></body></html>\n').encode()
+
+    def _send(self, status: int, body: bytes, content_type: str,
+              extra_headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in {**self.server.web_config.headers, **(extra_headers or {})}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        LOG.debug("%s " + format, self.client_address[0], *args)
