@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import yaml
@@ -34,3 +36,30 @@ def alert_rules() -> list[dict]:
 
 def recording_rules() -> list[dict]:
     return [rule for rule in all_rules() if "record" in rule]
+
+
+DASHBOARDS_DIR = GRAFANA_DIR / "dashboards"
+# What a Grafana variable or macro stands for when a dashboard query is run outside Grafana.
+GRAFANA_SUBSTITUTIONS = {"__rate_interval": "1m", "__interval": "15s", "__range": "1h"}
+
+
+def dashboards() -> dict[str, dict]:
+    """File name -> parsed dashboard JSON."""
+    return {path.name: json.loads(path.read_text())
+            for path in sorted(DASHBOARDS_DIR.glob("*.json"))}
+
+
+def dashboard_queries(dashboard: dict) -> list[str]:
+    """Every PromQL of a dashboard: panel targets and the selectors of label_values() variables."""
+    queries = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    for variable in dashboard["templating"]["list"]:
+        match = re.fullmatch(r"label_values\((.+),\s*\w+\)", variable["query"]["query"])
+        queries.append(match.group(1) if match else variable["query"]["query"])
+    return queries
+
+
+def as_plain_promql(query: str) -> str:
+    """A dashboard query with Grafana's $macros and $variables replaced by runnable values
+    (a variable becomes `.*`, as Grafana's All option does)."""
+    return re.sub(r"\$(\w+)", lambda match: GRAFANA_SUBSTITUTIONS.get(match.group(1), ".*"),
+                  query)
