@@ -59,6 +59,12 @@ def read_optional(function: Callable[..., T], *args: Any) -> T | None:
         raise
 
 
+def read_field(nvml: Any, function_name: str, *args: Any) -> Any:
+    """read_optional by pynvml function name: a name this pynvml lacks is 'unsupported' too."""
+    function = getattr(nvml, function_name, None)
+    return None if function is None else read_optional(function, *args)
+
+
 def describe_error(error: BaseException) -> str:
     """'NVMLError_GpuIsLost: GPU is lost' -- the class name says more than the message alone."""
     return f"{type(error).__name__}: {error}"

@@ -15,7 +15,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.collectors.gpu_families import FamilyBook
 from exporter.collectors.nvml_base import NvmlCollector
-from exporter.nvml import GpuDevice, describe_error, read_optional
+from exporter.nvml import GpuDevice, describe_error, read_field
 from exporter.registry import register
 
 LOG = logging.getLogger("exporter.gpu")
@@ -138,63 +138,64 @@ class GpuCollector(NvmlCollector):
         session = self.session
         put("aiinfra_gpu_info", 1.0, device.name, device.pci_bus_id, session.driver_version,
             session.cuda_version)
-        utilization = read_optional(nvml.nvmlDeviceGetUtilizationRates, handle)
+        utilization = read_field(nvml, "nvmlDeviceGetUtilizationRates", handle)
         if utilization is not None:
             put("aiinfra_gpu_utilization_ratio", utilization.gpu, divide=100)
             put("aiinfra_gpu_memory_copy_utilization_ratio", utilization.memory, divide=100)
-        for codec, getter in (("encoder", nvml.nvmlDeviceGetEncoderUtilization),
-                              ("decoder", nvml.nvmlDeviceGetDecoderUtilization)):
-            sample = read_optional(getter, handle)
+        for codec, getter in (("encoder", "nvmlDeviceGetEncoderUtilization"),
+                              ("decoder", "nvmlDeviceGetDecoderUtilization")):
+            sample = read_field(nvml, getter, handle)
             put(f"aiinfra_gpu_{codec}_utilization_ratio",
                 sample[0] if sample is not None else None, divide=100)
-        memory = read_optional(nvml.nvmlDeviceGetMemoryInfo, handle)
+        memory = read_field(nvml, "nvmlDeviceGetMemoryInfo", handle)
         if memory is not None:
             put("aiinfra_gpu_memory_used_bytes", memory.used)
             put("aiinfra_gpu_memory_free_bytes", memory.free)
             put("aiinfra_gpu_memory_total_bytes", memory.total)
-        gpu_temperature = read_optional(nvml.nvmlDeviceGetTemperature, handle,
+        gpu_temperature = read_field(nvml, "nvmlDeviceGetTemperature", handle,
                                         pynvml.NVML_TEMPERATURE_GPU)
         put("aiinfra_gpu_temperature_celsius", gpu_temperature, "gpu")
         put("aiinfra_gpu_temperature_celsius", self._memory_temperature(handle), "memory")
-        put("aiinfra_gpu_power_watts", read_optional(nvml.nvmlDeviceGetPowerUsage, handle),
+        put("aiinfra_gpu_power_watts", read_field(nvml, "nvmlDeviceGetPowerUsage", handle),
             divide=1000)
         put("aiinfra_gpu_power_limit_watts",
-            read_optional(nvml.nvmlDeviceGetEnforcedPowerLimit, handle), divide=1000)
+            read_field(nvml, "nvmlDeviceGetEnforcedPowerLimit", handle), divide=1000)
         put("aiinfra_gpu_energy_joules",
-            read_optional(nvml.nvmlDeviceGetTotalEnergyConsumption, handle), divide=1000)
+            read_field(nvml, "nvmlDeviceGetTotalEnergyConsumption", handle), divide=1000)
         for clock, clock_type in (("sm", pynvml.NVML_CLOCK_SM), ("memory", pynvml.NVML_CLOCK_MEM)):
-            put("aiinfra_gpu_clock_hertz", read_optional(nvml.nvmlDeviceGetClockInfo, handle,
+            put("aiinfra_gpu_clock_hertz", read_field(nvml, "nvmlDeviceGetClockInfo", handle,
                                                          clock_type), clock, multiply=1_000_000)
         reasons = self.first_supported(
-            [getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None),
-             getattr(nvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None)], handle)
+            ["nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetCurrentClocksThrottleReasons"],
+            handle)
         if reasons is not None:
             for reason, bit in CLOCK_EVENT_REASONS.items():
                 put("aiinfra_gpu_clock_event_active", 1.0 if reasons & bit else 0.0, reason)
         for policy, policy_type in VIOLATION_POLICIES.items():
-            violation = read_optional(nvml.nvmlDeviceGetViolationStatus, handle, policy_type)
+            violation = read_field(nvml, "nvmlDeviceGetViolationStatus", handle, policy_type)
             if violation is not None:
                 put("aiinfra_gpu_violation_seconds", violation.violationTime, policy, divide=1e9)
         for error_type, type_code in ECC_TYPES.items():
-            put("aiinfra_gpu_ecc_errors", read_optional(
-                nvml.nvmlDeviceGetTotalEccErrors, handle, type_code, pynvml.NVML_VOLATILE_ECC),
-                error_type)
-        remapped = read_optional(nvml.nvmlDeviceGetRemappedRows, handle)
+            errors = read_field(nvml, "nvmlDeviceGetTotalEccErrors", handle, type_code,
+                                pynvml.NVML_VOLATILE_ECC)
+            put("aiinfra_gpu_ecc_errors", errors, error_type)
+        remapped = read_field(nvml, "nvmlDeviceGetRemappedRows", handle)
         if remapped is not None:
             correctable, uncorrectable, pending, failed = remapped
             put("aiinfra_gpu_remapped_rows", correctable, "correctable")
             put("aiinfra_gpu_remapped_rows", uncorrectable, "uncorrectable")
             put("aiinfra_gpu_row_remap_pending", 1.0 if pending else 0.0)
             put("aiinfra_gpu_row_remap_failed", 1.0 if failed else 0.0)
-        put("aiinfra_gpu_pcie_replays", read_optional(nvml.nvmlDeviceGetPcieReplayCounter, handle))
-        put("aiinfra_gpu_fan_speed_ratio", read_optional(nvml.nvmlDeviceGetFanSpeed, handle),
+        put("aiinfra_gpu_pcie_replays", read_field(nvml, "nvmlDeviceGetPcieReplayCounter", handle))
+        put("aiinfra_gpu_fan_speed_ratio", read_field(nvml, "nvmlDeviceGetFanSpeed", handle),
             divide=100)
         self._read_mig(handle, put)
         return True
 
     def _memory_temperature(self, handle: Any) -> float | None:
         """HBM temperature through the field-values API; None where the GPU has no sensor."""
-        values = read_optional(self.session.nvml.nvmlDeviceGetFieldValues, handle,
+        values = read_field(self.session.nvml, "nvmlDeviceGetFieldValues",
+                            handle,
                                [pynvml.NVML_FI_DEV_MEMORY_TEMP])
         if not values or values[0].nvmlReturn != pynvml.NVML_SUCCESS:
             return None
@@ -204,22 +205,22 @@ class GpuCollector(NvmlCollector):
 
     def _read_mig(self, handle: Any, put: Any) -> None:
         nvml: Any = self.session.nvml
-        mode = read_optional(nvml.nvmlDeviceGetMigMode, handle)
+        mode = read_field(nvml, "nvmlDeviceGetMigMode", handle)
         if mode is None:
             return
         enabled = mode[0] == pynvml.NVML_DEVICE_MIG_ENABLE
         put("aiinfra_gpu_mig_mode_enabled", 1.0 if enabled else 0.0)
         if not enabled:
             return
-        for slot in range(read_optional(nvml.nvmlDeviceGetMaxMigDeviceCount, handle) or 0):
-            mig = read_optional(nvml.nvmlDeviceGetMigDeviceHandleByIndex, handle, slot)
+        for slot in range(read_field(nvml, "nvmlDeviceGetMaxMigDeviceCount", handle) or 0):
+            mig = read_field(nvml, "nvmlDeviceGetMigDeviceHandleByIndex", handle, slot)
             if mig is None:
                 continue
-            instance = [str(read_optional(nvml.nvmlDeviceGetGpuInstanceId, mig)),
-                        str(read_optional(nvml.nvmlDeviceGetComputeInstanceId, mig))]
-            mig_uuid = read_optional(nvml.nvmlDeviceGetUUID, mig) or ""
+            instance = [str(read_field(nvml, "nvmlDeviceGetGpuInstanceId", mig)),
+                        str(read_field(nvml, "nvmlDeviceGetComputeInstanceId", mig))]
+            mig_uuid = read_field(nvml, "nvmlDeviceGetUUID", mig) or ""
             put("aiinfra_gpu_mig_info", 1.0, *instance, str(mig_uuid))
-            memory = read_optional(nvml.nvmlDeviceGetMemoryInfo, mig)
+            memory = read_field(nvml, "nvmlDeviceGetMemoryInfo", mig)
             if memory is not None:
                 put("aiinfra_gpu_mig_memory_used_bytes", memory.used, *instance)
                 put("aiinfra_gpu_mig_memory_total_bytes", memory.total, *instance)

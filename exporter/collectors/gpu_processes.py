@@ -10,7 +10,7 @@ from prometheus_client.core import Metric
 
 from exporter.collectors.gpu_families import FamilyBook
 from exporter.collectors.nvml_base import NvmlCollector
-from exporter.nvml import read_optional, text
+from exporter.nvml import read_field, text
 from exporter.registry import register
 
 
@@ -34,9 +34,9 @@ class GpuProcessesCollector(NvmlCollector):
                 continue
             processes = []
             try:
-                for getter in (nvml.nvmlDeviceGetComputeRunningProcesses,
-                               nvml.nvmlDeviceGetGraphicsRunningProcesses):
-                    processes += read_optional(getter, device.handle) or []
+                for getter in ("nvmlDeviceGetComputeRunningProcesses",
+                               "nvmlDeviceGetGraphicsRunningProcesses"):
+                    processes += read_field(nvml, getter, device.handle) or []
             except pynvml.NVMLError:
                 continue  # the gpu collector reports this GPU as down
             used_by_pid: dict[int, int] = {}
@@ -46,7 +46,7 @@ class GpuProcessesCollector(NvmlCollector):
                     used_by_pid[process.pid] = used_by_pid.get(process.pid, 0) + used
             for pid, used in sorted(used_by_pid.items()):
                 if pid not in names:
-                    names[pid] = text(read_optional(nvml.nvmlSystemGetProcessName, pid) or "")
+                    names[pid] = text(read_field(nvml, "nvmlSystemGetProcessName", pid) or "")
                 book.add("aiinfra_gpu_process_memory_bytes",
                          [*device.labels, str(pid), names[pid]], float(used))
         return book.families()

@@ -1,4 +1,4 @@
-"""Memory and swap, named after node_exporter's /proc/meminfo metrics."""
+"""Memory and swap in bytes (snake_case: promtool rejects node_exporter's MemTotal style)."""
 
 from __future__ import annotations
 
@@ -19,13 +19,13 @@ class MemoryCollector(Collector):
         memory = psutil.virtual_memory()
         swap = psutil.swap_memory()
         readings = (
-            ("MemTotal", memory.total, "Physical memory."),
-            ("MemAvailable", memory.available, "Memory available for new work without swapping."),
-            ("MemFree", memory.free, "Memory not used at all."),
-            ("MemUsed", memory.used, "Memory in use (total - free - buffers - cache)."),
-            ("SwapTotal", swap.total, "Swap space."),
-            ("SwapFree", swap.free, "Swap space unused."),
-            ("SwapUsed", swap.used, "Swap space in use."),
+            ("total", memory.total, "Physical memory."),
+            ("available", memory.available, "Memory available for new work without swapping."),
+            ("free", memory.free, "Memory not used at all."),
+            ("used", memory.used, "Memory in use (total - free - buffers - cache)."),
+            ("swap_total", swap.total, "Swap space."),
+            ("swap_free", swap.free, "Swap space unused."),
+            ("swap_used", swap.used, "Swap space in use."),
         )
         return [GaugeMetricFamily(f"aiinfra_memory_{field}_bytes", documentation, value=value)
                 for field, value, documentation in readings]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from exporter.nvml import NvmlSession, read_optional
+from exporter.nvml import NvmlSession, read_field
 from exporter.registry import Collector, CollectorFailed, ExporterOptions
 from exporter.worker import TimedWorker, WorkerBusy, WorkerTimeout
 
@@ -35,12 +35,10 @@ class NvmlCollector(Collector):
                 f"NVML did not answer within {self.timeout_seconds:g}s (a driver call is hung; "
                 f"no new call is started until it returns)") from error
 
-    @staticmethod
-    def first_supported(functions: list[Callable[..., Any] | None], *args: Any) -> Any:
+    def first_supported(self, function_names: list[str], *args: Any) -> Any:
         """The first of several equivalent NVML getters (new name, then old) that is supported."""
-        for function in functions:
-            if function is not None:
-                value = read_optional(function, *args)
-                if value is not None:
-                    return value
+        for function_name in function_names:
+            value = read_field(self.session.nvml, function_name, *args)
+            if value is not None:
+                return value
         return None
