@@ -1,0 +1,384 @@
+"""The sidecar's YAML configuration, validated completely before anything runs.
+
+Every error is a ConfigError reading "<file>: <key.path>: <reason>", so a user can go straight
+to the line at fault. Unknown keys are errors (a typo must never silently fall back to a
+default). Model parameters are validated by the model type's own Params dataclass
+(base.build_params), so a new model type needs no edit here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from anomaly_sidecar.durations import parse_duration
+from anomaly_sidecar.models.base import (
+    Model,
+    ModelParamError,
+    ModelParams,
+    build_params,
+    model_class,
+)
+
+DIRECTIONS = ("both", "above", "below")
+DEFAULT_LISTEN_ADDRESS = "127.0.0.1:10101"
+_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_MODEL_COMMON_KEYS = ("type", "queries", "detection_direction", "min_dev_from_expected",
+                      "min_samples")
+
+
+class ConfigError(ValueError):
+    """A configuration problem; str() is "<file>: <key.path>: <reason>"."""
+
+    def __init__(self, source: str, key_path: str, reason: str) -> None:
+        super().__init__(f"{source}: {key_path}: {reason}")
+        self.source = source
+        self.key_path = key_path
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class BasicAuth:
+    username: str
+    password: str
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    """How to reach the Prometheus-compatible query API."""
+
+    url: str
+    timeout_seconds: float = 30.0
+    bearer_token_file: str | None = None
+    basic_auth: BasicAuth | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    tls_ca_file: str | None = None
+    tls_insecure_skip_verify: bool = False
+    default_step_seconds: float = 60.0
+    max_points_per_request: int = 10000
+    max_retries: int = 3
+
+
+@dataclass(frozen=True)
+class QueryConfig:
+    """One PromQL expression (it may return many series)."""
+
+    expr: str
+    step_seconds: float
+    data_range_seconds: float | None = None
+    """Optional cap on the history read when fitting this query (default: the fit_window)."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    alias: str
+    type: str
+    params: ModelParams
+    queries: list[str]
+    detection_direction: Literal["both", "above", "below"] = "both"
+    min_dev_from_expected: float = 0.0
+    min_samples: int = 0
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    alias: str
+    fit_every_seconds: float
+    fit_window_seconds: float
+    infer_every_seconds: float
+    models: list[str]
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen_address: str = DEFAULT_LISTEN_ADDRESS
+    metric_name_template: str = "{name}"
+    """Output names are template.format(name=...), e.g. "anomaly_sidecar_{name}"."""
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen_address.rpartition(":")
+        return host or "0.0.0.0", int(port)
+
+
+@dataclass(frozen=True)
+class SidecarConfig:
+    source: str
+    reader: ReaderConfig
+    queries: dict[str, QueryConfig]
+    models: dict[str, ModelConfig]
+    schedulers: dict[str, SchedulerConfig]
+    server: ServerConfig
+
+
+def build_model(model_config: ModelConfig) -> Model:
+    """A fresh, unfitted model for this config section."""
+    return model_class(model_config.type)(model_config.params)
+
+
+def load_config(path: str | Path) -> SidecarConfig:
+    """Read and validate the YAML file at path; ConfigError on any problem."""
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise ConfigError(source, "(file)", f"cannot read: {error.strerror or error}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(source, "(file)", f"not valid YAML: {error}") from None
+    return parse_config(raw, source)
+
+
+def parse_config(raw: Any, source: str) -> SidecarConfig:
+    """Validate an already-parsed YAML document (source names it in errors)."""
+    checker = _Checker(source)
+    root = checker.mapping(raw, "(root)")
+    checker.allowed_keys(root, "", ("reader", "queries", "models", "schedulers", "server"))
+    reader = _parse_reader(checker, checker.required(root, "", "reader"))
+    queries = {alias: _parse_query(checker, f"queries.{alias}", section, reader)
+               for alias, section in checker.named_sections(root, "queries").items()}
+    models = {alias: _parse_model(checker, alias, section, queries)
+              for alias, section in checker.named_sections(root, "models").items()}
+    schedulers = {alias: _parse_scheduler(checker, alias, section, models)
+                  for alias, section in checker.named_sections(root, "schedulers").items()}
+    server = _parse_server(checker, root.get("server"))
+    return SidecarConfig(source, reader, queries, models, schedulers, server)
+
+
+class _Checker:
+    """Typed accessors that raise ConfigError with the right key path."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, key_path: str, reason: str) -> ConfigError:
+        return ConfigError(self.source, key_path, reason)
+
+    def mapping(self, value: Any, key_path: str) -> dict:
+        if not isinstance(value, dict):
+            kind = "empty" if value is None else type(value).__name__
+            raise self.fail(key_path, f"must be a mapping, got {kind}")
+        return value
+
+    def allowed_keys(self, section: dict, prefix: str, allowed: tuple[str, ...]) -> None:
+        for key in section:
+            if key not in allowed:
+                raise self.fail(_join(prefix, str(key)),
+                                f"unknown key (allowed: {', '.join(allowed)})")
+
+    def required(self, section: dict, prefix: str, key: str) -> Any:
+        if section.get(key) is None:
+            raise self.fail(_join(prefix, key), "is required")
+        return section[key]
+
+    def named_sections(self, root: dict, key: str) -> dict[str, dict]:
+        sections = self.mapping(self.required(root, "", key), key)
+        for alias, section in sections.items():
+            if not isinstance(alias, str) or not alias:
+                raise self.fail(f"{key}.{alias}", "alias must be a non-empty string")
+            self.mapping(section, f"{key}.{alias}")
+        return sections
+
+    def typed(self, section: dict, prefix: str, key: str, convert: Callable[[Any], Any],
+              default: Any = None) -> Any:
+        if section.get(key) is None:
+            return default
+        try:
+            return convert(section[key])
+        except (ValueError, TypeError) as error:
+            raise self.fail(_join(prefix, key), str(error)) from None
+
+    def alias_list(self, section: dict, prefix: str, key: str, known: Mapping[str, Any],
+                   kind: str) -> list[str]:
+        if section.get(key) is None:
+            return list(known)
+        names = section[key]
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise self.fail(_join(prefix, key), f"must be a list of {kind} aliases, got {names!r}")
+        for name in names:
+            if name not in known:
+                defined = ", ".join(known) or "none"
+                raise self.fail(_join(prefix, key),
+                                f"{kind} {name!r} is not defined in {kind}s (defined: {defined})")
+        return names
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"must be a non-empty string, got {value!r}")
+    return value
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, got {value!r}")
+    return value
+
+
+def _non_negative_number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError(f"must be a number >= 0, got {value!r}")
+    return float(value)
+
+
+def _count(minimum: int) -> Callable[[Any], int]:
+    def convert(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"must be an integer >= {minimum}, got {value!r}")
+        return value
+    return convert
+
+
+def _existing_file(value: Any) -> str:
+    path = _string(value)
+    if not Path(path).is_file():
+        raise ValueError(f"file {path!r} does not exist")
+    return path
+
+
+def _parse_reader(checker: _Checker, raw: Any) -> ReaderConfig:
+    section = checker.mapping(raw, "reader")
+    checker.allowed_keys(section, "reader", (
+        "url", "timeout", "bearer_token_file", "basic_auth", "headers", "tls_ca_file",
+        "tls_insecure_skip_verify", "default_step", "max_points_per_request", "max_retries"))
+    url = checker.typed(section, "reader", "url", _string)
+    if url is None:
+        raise checker.fail("reader.url", "is required")
+    if not url.startswith(("http://", "https://")):
+        raise checker.fail("reader.url", f"must start with http:// or https://, got {url!r}")
+    basic_auth = None
+    if section.get("basic_auth") is not None:
+        auth = checker.mapping(section["basic_auth"], "reader.basic_auth")
+        checker.allowed_keys(auth, "reader.basic_auth", ("username", "password", "password_file"))
+        username = checker.typed(auth, "reader.basic_auth", "username", _string)
+        if username is None:
+            raise checker.fail("reader.basic_auth.username", "is required")
+        password = checker.typed(auth, "reader.basic_auth", "password", str, "")
+        password_file = checker.typed(auth, "reader.basic_auth", "password_file", _existing_file)
+        if password_file is not None:
+            password = Path(password_file).read_text().strip()
+        basic_auth = BasicAuth(username, password)
+    headers = {}
+    if section.get("headers") is not None:
+        headers = checker.mapping(section["headers"], "reader.headers")
+        for name, value in headers.items():
+            if not isinstance(name, str) or not isinstance(value, str):
+                raise checker.fail(f"reader.headers.{name}",
+                                   "header names and values must be strings")
+    if section.get("bearer_token_file") is not None and basic_auth is not None:
+        raise checker.fail("reader.bearer_token_file", "use either bearer_token_file or basic_auth")
+    return ReaderConfig(
+        url=url.rstrip("/"),
+        timeout_seconds=checker.typed(section, "reader", "timeout", parse_duration, 30.0),
+        bearer_token_file=checker.typed(section, "reader", "bearer_token_file", _existing_file),
+        basic_auth=basic_auth,
+        headers=dict(headers),
+        tls_ca_file=checker.typed(section, "reader", "tls_ca_file", _existing_file),
+        tls_insecure_skip_verify=checker.typed(section, "reader", "tls_insecure_skip_verify",
+                                               _bool, False),
+        default_step_seconds=checker.typed(section, "reader", "default_step", parse_duration, 60.0),
+        max_points_per_request=checker.typed(section, "reader", "max_points_per_request",
+                                             _count(2), 10000),
+        max_retries=checker.typed(section, "reader", "max_retries", _count(0), 3),
+    )
+
+
+def _parse_query(checker: _Checker, prefix: str, section: dict,
+                 reader: ReaderConfig) -> QueryConfig:
+    checker.allowed_keys(section, prefix, ("expr", "step", "data_range"))
+    expr = checker.typed(section, prefix, "expr", _string)
+    if expr is None:
+        raise checker.fail(f"{prefix}.expr", "is required")
+    return QueryConfig(
+        expr=expr.strip(),
+        step_seconds=checker.typed(section, prefix, "step", parse_duration,
+                                   reader.default_step_seconds),
+        data_range_seconds=checker.typed(section, prefix, "data_range", parse_duration),
+    )
+
+
+def _parse_model(checker: _Checker, alias: str, section: dict,
+                 queries: Mapping[str, QueryConfig]) -> ModelConfig:
+    prefix = f"models.{alias}"
+    type_name = checker.typed(section, prefix, "type", _string)
+    if type_name is None:
+        raise checker.fail(f"{prefix}.type", "is required")
+    try:
+        model_type = model_class(type_name)
+        raw_params = {key: value for key, value in section.items()
+                      if key not in _MODEL_COMMON_KEYS}
+        params = build_params(model_type.Params, raw_params)
+    except ModelParamError as error:
+        reason = error.reason
+        if error.key != "type" and "unknown key" in reason:
+            reason = reason.replace("(allowed: ", f"(allowed: {', '.join(_MODEL_COMMON_KEYS)}, ")
+        raise checker.fail(f"{prefix}.{error.key}", reason) from None
+    direction = checker.typed(section, prefix, "detection_direction", _string, "both")
+    if direction not in DIRECTIONS:
+        raise checker.fail(f"{prefix}.detection_direction",
+                           f"must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
+    default_min_samples = model_type(params).context_points
+    return ModelConfig(
+        alias=alias,
+        type=type_name,
+        params=params,
+        queries=checker.alias_list(section, prefix, "queries", queries, "query"),
+        detection_direction=direction,
+        min_dev_from_expected=checker.typed(section, prefix, "min_dev_from_expected",
+                                            _non_negative_number, 0.0),
+        min_samples=checker.typed(section, prefix, "min_samples", _count(0), default_min_samples),
+    )
+
+
+def _parse_scheduler(checker: _Checker, alias: str, section: dict,
+                     models: Mapping[str, ModelConfig]) -> SchedulerConfig:
+    prefix = f"schedulers.{alias}"
+    checker.allowed_keys(section, prefix, ("fit_every", "fit_window", "infer_every", "models"))
+    durations = {}
+    for key in ("fit_every", "fit_window", "infer_every"):
+        durations[key] = checker.typed(section, prefix, key, parse_duration)
+        if durations[key] is None:
+            raise checker.fail(f"{prefix}.{key}", "is required")
+    if durations["fit_every"] < durations["infer_every"]:
+        raise checker.fail(f"{prefix}.fit_every",
+                           f"must be >= infer_every ({section['fit_every']} < "
+                           f"{section['infer_every']})")
+    return SchedulerConfig(
+        alias=alias,
+        fit_every_seconds=durations["fit_every"],
+        fit_window_seconds=durations["fit_window"],
+        infer_every_seconds=durations["infer_every"],
+        models=checker.alias_list(section, prefix, "models", models, "model"),
+    )
+
+
+def _parse_server(checker: _Checker, raw: Any) -> ServerConfig:
+    if raw is None:
+        return ServerConfig()
+    section = checker.mapping(raw, "server")
+    checker.allowed_keys(section, "server", ("listen_address", "metric_name_template"))
+    listen_address = checker.typed(section, "server", "listen_address", _string,
+                                   DEFAULT_LISTEN_ADDRESS)
+    _, colon, port = listen_address.rpartition(":")
+    if not colon or not port.isdigit() or not 0 < int(port) < 65536:
+        raise checker.fail("server.listen_address",
+                           f"must be HOST:PORT with a port 1-65535, got {listen_address!r}")
+    template = checker.typed(section, "server", "metric_name_template", _string, "{name}")
+    try:
+        example = template.format(name="anomaly_score")
+    except (KeyError, IndexError, ValueError):
+        example = ""
+    if "{name}" not in template or not _METRIC_NAME.match(example):
+        raise checker.fail("server.metric_name_template",
+                           f"must contain {{name}} and form a valid metric name, got {template!r}")
+    return ServerConfig(listen_address, template)
