@@ -69,7 +69,7 @@ class ExporterProcess:
 
 @contextlib.contextmanager
 def exporter_process(workdir: Path, *args: str, scheme: str = "http",
-                     **ready_kwargs) -> Iterator[ExporterProcess]:
+                     ready_path: str = "/metrics", **ready_kwargs) -> Iterator[ExporterProcess]:
     """The real exporter (python -m exporter.cli) on a free loopback port; stopped afterwards."""
     port = free_port()
     address = f"127.0.0.1:{port}"
@@ -82,7 +82,7 @@ def exporter_process(workdir: Path, *args: str, scheme: str = "http",
     running = ExporterProcess(f"{scheme}://{address}", address, process, log_path)
     try:
         try:
-            wait_http_ok(f"{running.url}/metrics", 20, process, **ready_kwargs)
+            wait_http_ok(f"{running.url}{ready_path}", 20, process, **ready_kwargs)
         except (RuntimeError, TimeoutError) as error:
             raise RuntimeError(f"exporter did not start: {error}\n{running.log()}") from error
         yield running
