@@ -1,0 +1,65 @@
+"""The exposition itself: promtool lints it clean, and the GPU part matches a golden file."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import requests
+
+from exporter.nvml_sim import SimulatedNVML, parse_fault_spec
+from tests.exporter.support import build_scrape, exporter_process, exposition
+
+GOLDEN = Path(__file__).parent / "golden" / "gpu_exposition.txt"
+# Everything that varies between runs or machines is masked; the rest must match byte for byte.
+MASKS = (
+    (re.compile(r"^(aiinfra_scrape_collector_duration_seconds\{[^}]*\}) .*$", re.M),
+     r"\1 <seconds>"),
+    (re.compile(r'python_version="[^"]*"'), 'python_version="<python>"'),
+)
+
+
+def promtool_check(text: str) -> subprocess.CompletedProcess:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool not on PATH: run `make test` (it installs Debian's prometheus)"
+    return subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                          text=True, timeout=30)
+
+
+def test_promtool_finds_nothing_on_the_full_output(tmp_path) -> None:
+    faults = "0:mig=2,1:processes=2,2:xid=79,3:lost"
+    with exporter_process(tmp_path, "--gpu.simulate=4", f"--gpu.simulate-faults={faults}",
+                          "--collector.gpu_processes") as exporter:
+        deadline = time.monotonic() + 5
+        text = ""
+        while "aiinfra_gpu_xid_errors_total{" not in text and time.monotonic() < deadline:
+            text = requests.get(exporter.url + "/metrics", timeout=5).text
+            time.sleep(0.1)
+    for expected in ("aiinfra_cpu_seconds_total{", "aiinfra_gpu_mig_info{",
+                     "aiinfra_gpu_process_memory_bytes{", "aiinfra_gpu_xid_errors_total{",
+                     "aiinfra_filesystem_avail_bytes{",
+                     "aiinfra_pressure_cpu_waiting_seconds_total"):
+        assert expected in text, expected
+    result = promtool_check(text)
+    assert result.returncode == 0 and result.stdout + result.stderr == "", result.stdout
+
+
+def test_promtool_flags_a_bad_exposition() -> None:
+    """The lint check above can fail: promtool does complain about a wrongly named counter."""
+    result = promtool_check("# HELP bad_count A counter\n# TYPE bad_count counter\nbad_count 1\n")
+    assert "bad_count" in result.stdout + result.stderr
+
+
+def test_gpu_exposition_matches_golden_file() -> None:
+    nvml = SimulatedNVML(4, clock=lambda: 120.0)
+    parse_fault_spec("0:mig=2,1:processes=2,2:unsupported=nvmlDeviceGetFanSpeed,3:lost", nvml)
+    text = exposition(build_scrape(["gpu", "gpu_processes"], nvml))
+    for pattern, replacement in MASKS:
+        text = pattern.sub(replacement, text)
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text(), "exposition changed: rerun with UPDATE_GOLDEN=1 and review"
