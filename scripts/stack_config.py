@@ -29,8 +29,10 @@ def load_yaml(path: Path) -> dict:
 
 def prometheus_config(targets: Mapping[str, str], alertmanager_address: str,
                       rule_files: list[str] | None = None, scrape_interval: str | None = None,
-                      evaluation_interval: str | None = None) -> dict:
-    """The shipped prometheus.yml with each job's target set from `targets` (job -> host:port).
+                      evaluation_interval: str | None = None,
+                      extra_jobs: Mapping[str, str] | None = None) -> dict:
+    """The shipped prometheus.yml with each job's target set from `targets` (job -> host:port),
+    plus one plain scrape job per entry of extra_jobs (job -> host:port).
 
     Every job of the shipped file must be given a target: a job silently left pointing at a
     default port would scrape whatever else listens there.
@@ -44,6 +46,9 @@ def prometheus_config(targets: Mapping[str, str], alertmanager_address: str,
                          f"targets missing {sorted(missing)}, unknown {sorted(unknown)}")
     for job_name, address in targets.items():
         jobs[job_name]["static_configs"] = [{"targets": [address]}]
+    for job_name, address in (extra_jobs or {}).items():
+        config["scrape_configs"].append(
+            {"job_name": job_name, "static_configs": [{"targets": [address]}]})
     alertmanager_targets = [{"targets": [alertmanager_address]}]
     config["alerting"]["alertmanagers"] = [{"static_configs": alertmanager_targets}]
     config["rule_files"] = rule_files if rule_files is not None else [

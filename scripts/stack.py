@@ -1,0 +1,221 @@
+"""Start and stop the whole local stack: exporter, anomaly sidecar, Prometheus, Alertmanager.
+
+`make run` (scripts/run_stack.py), the end-to-end tests and benchmarks/e2e_latency.py all go
+through this one class, so the stack that is tested and measured is the one users start. Every
+config is rendered from the shipped files (scripts/stack_config.py) into run_dir, every process
+listens on 127.0.0.1 and logs to run_dir/<name>.log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+import yaml
+
+from scripts.stack_config import (
+    REPO_ROOT,
+    alertmanager_config,
+    dump_yaml,
+    load_yaml,
+    prometheus_config,
+)
+
+DEFAULT_PORTS = {"exporter": 10100, "sidecar": 10101, "prometheus": 9090, "alertmanager": 9093}
+DEFAULT_SIDECAR_CONFIG = REPO_ROOT / "anomaly_sidecar" / "examples" / "stack.yml"
+# Prometheus job name of each component (as in the shipped prometheus.yml).
+JOBS = {"exporter": "aiinfra_exporter", "sidecar": "anomaly_sidecar",
+        "prometheus": "prometheus", "alertmanager": "alertmanager"}
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class StackOptions:
+    """What differs between `make run`, a test and a benchmark; defaults are `make run`'s."""
+
+    run_dir: Path
+    ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    sidecar_config: Path = DEFAULT_SIDECAR_CONFIG
+    slack_url_file: Path | None = None
+    remediation_url: str | None = None
+    scrape_interval: str | None = None
+    evaluation_interval: str | None = None
+    route_timing: Mapping[str, str] = field(default_factory=dict)
+    rule_files: Mapping[str, str] | None = None
+    """File name -> rule YAML text to load instead of the shipped prometheus/rules/*.yml."""
+    extra_scrape_jobs: Mapping[str, str] = field(default_factory=dict)
+    exporter_args: Sequence[str] = ()
+    prometheus_args: Sequence[str] = ()
+
+
+@dataclass
+class Component:
+    name: str
+    command: list[str]
+    ready_url: str
+    process: subprocess.Popen | None = None
+
+    @property
+    def log_path_name(self) -> str:
+        return f"{self.name}.log"
+
+
+class StackError(RuntimeError):
+    """A component failed to start; the message carries the tail of its log."""
+
+
+class Stack:
+    """The running stack; use as a context manager (stops every child on exit)."""
+
+    def __init__(self, options: StackOptions) -> None:
+        self.options = options
+        self.run_dir = options.run_dir.resolve()
+        self.components: list[Component] = []
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.options.ports[name]}"
+
+    def __enter__(self) -> Stack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.components = self._components()
+        try:
+            for component in self.components:
+                self._launch(component)
+            for component in self.components:
+                self._wait_ready(component)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, timeout_seconds: float = 15.0) -> None:
+        """SIGTERM every child (consumers first), then SIGKILL whatever outlives the timeout."""
+        running = [c.process for c in reversed(self.components)
+                   if c.process is not None and c.process.poll() is None]
+        for process in running:
+            process.terminate()
+        deadline = time.monotonic() + timeout_seconds
+        for process in running:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+
+    def pids(self) -> dict[str, int]:
+        return {c.name: c.process.pid for c in self.components if c.process is not None}
+
+    def log(self, name: str) -> str:
+        return (self.run_dir / f"{name}.log").read_text(errors="replace")
+
+    def _components(self) -> list[Component]:
+        ports, run_dir = self.options.ports, self.run_dir
+        address = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
+        prometheus_yml = self._render_prometheus(address)
+        alertmanager_yml = dump_yaml(alertmanager_config(
+            self.options.slack_url_file, self.options.remediation_url,
+            self.options.route_timing), run_dir / "alertmanager.yml")
+        sidecar_yml = self._render_sidecar(address)
+        return [
+            Component("exporter", [console_script("aiinfra-exporter"),
+                                   f"--web.listen-address={address['exporter']}",
+                                   *self.options.exporter_args],
+                      f"{self.url('exporter')}/metrics"),
+            Component("alertmanager", [
+                require_binary("prometheus-alertmanager"), f"--config.file={alertmanager_yml}",
+                f"--storage.path={run_dir / 'alertmanager-data'}",
+                f"--web.listen-address={address['alertmanager']}", "--cluster.listen-address="],
+                f"{self.url('alertmanager')}/-/ready"),
+            Component("prometheus", [
+                require_binary("prometheus"), f"--config.file={prometheus_yml}",
+                f"--storage.tsdb.path={run_dir / 'prometheus-data'}",
+                f"--web.listen-address={address['prometheus']}", "--web.enable-lifecycle",
+                *self.options.prometheus_args],
+                f"{self.url('prometheus')}/-/ready"),
+            Component("sidecar", [console_script("anomaly-sidecar"), "run", "--config",
+                                  str(sidecar_yml), "--state-dir", str(run_dir / "sidecar-state")],
+                      f"{self.url('sidecar')}/metrics"),
+        ]
+
+    def _render_prometheus(self, address: Mapping[str, str]) -> Path:
+        rule_files = None
+        if self.options.rule_files is not None:
+            rules_dir = self.run_dir / "rules"
+            rules_dir.mkdir(parents=True, exist_ok=True)
+            for file_name, text in self.options.rule_files.items():
+                (rules_dir / file_name).write_text(text)
+            rule_files = [str(rules_dir / "*.yml")]
+        config = prometheus_config(
+            {JOBS[name]: address[name] for name in JOBS}, address["alertmanager"], rule_files,
+            self.options.scrape_interval, self.options.evaluation_interval,
+            extra_jobs=self.options.extra_scrape_jobs)
+        return dump_yaml(config, self.run_dir / "prometheus.yml")
+
+    def _render_sidecar(self, address: Mapping[str, str]) -> Path:
+        """The sidecar config with its reader and listen address on this stack's ports."""
+        config = load_yaml(self.options.sidecar_config)
+        config["reader"]["url"] = self.url("prometheus")
+        config.setdefault("server", {})["listen_address"] = address["sidecar"]
+        path = self.run_dir / "sidecar.yml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    def _launch(self, component: Component) -> None:
+        with (self.run_dir / component.log_path_name).open("wb") as log_file:
+            component.process = subprocess.Popen(
+                component.command, stdout=log_file, stderr=subprocess.STDOUT, cwd=self.run_dir,
+                start_new_session=True, preexec_fn=_die_with_parent,
+                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0"})
+
+    def _wait_ready(self, component: Component, timeout_seconds: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_seconds
+        while time.monotonic() < deadline:
+            if component.process.poll() is not None:
+                raise StackError(f"{component.name} exited with {component.process.returncode}:"
+                                 f"\n{self.log(component.name)[-3000:]}")
+            try:
+                if requests.get(component.ready_url, timeout=1.0).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise StackError(f"{component.name} not ready at {component.ready_url} after "
+                         f"{timeout_seconds}s:\n{self.log(component.name)[-3000:]}")
+
+
+def console_script(name: str) -> str:
+    """A console script of this project: beside the running interpreter (the venv), else PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    return require_binary(name)
+
+
+def require_binary(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise StackError(f"{name} not found on PATH: run `make setup` (it installs the Debian "
+                         "packages prometheus and prometheus-alertmanager)")
+    return path
+
+
+def _die_with_parent() -> None:
+    """Children get SIGTERM if the stack's process dies without stopping them (Linux)."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
