@@ -9,9 +9,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.exposition import render
 from exporter.nvml import NvmlSession
 from exporter.nvml_sim import SimulatedNVML
 from exporter.registry import COLLECTORS, ExporterOptions, ScrapeCollector, load_collectors
@@ -32,9 +33,10 @@ def build_scrape(names: list[str], nvml: SimulatedNVML | None = None,
 
 
 def exposition(scrape: ScrapeCollector) -> str:
+    """One scrape rendered exactly as the HTTP server renders it."""
     registry = CollectorRegistry()
     registry.register(scrape)
-    return generate_latest(registry).decode()
+    return render(registry).decode()
 
 
 def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:

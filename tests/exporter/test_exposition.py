@@ -63,3 +63,34 @@ def test_gpu_exposition_matches_golden_file() -> None:
     if os.environ.get("UPDATE_GOLDEN") == "1":
         GOLDEN.write_text(text)
     assert text == GOLDEN.read_text(), "exposition changed: rerun with UPDATE_GOLDEN=1 and review"
+
+
+def test_fast_renderer_is_byte_identical_to_prometheus_client() -> None:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.exposition import generate_latest
+
+    from exporter.exposition import render
+
+    class Fixed:
+        """Deterministic families, including the values and labels that need escaping."""
+
+        def collect(self):
+            odd = GaugeMetricFamily("odd_values", 'Help with \\ and\nnewline and "quotes".',
+                                    labels=["b", "a"])
+            for number, value in enumerate((0.0, -1.5, 1e-9, 85899345920.0, 123456789.5,
+                                            float("inf"), float("-inf"), float("nan"), 7)):
+                odd.add_metric([f'x"\\\n{number}', "é"], value)
+            counter = CounterMetricFamily("events", "Events.", labels=["kind"])
+            counter.add_metric(["a"], 3)
+            return [odd, counter, GaugeMetricFamily("no_labels", "Plain.", value=2)]
+
+    nvml = SimulatedNVML(4, clock=lambda: 33.0)
+    parse_fault_spec("0:mig=2,1:processes=2,3:lost", nvml)
+    for collector in (Fixed(), build_scrape(["gpu", "gpu_processes"], nvml)):
+        registry = CollectorRegistry()
+        registry.register(collector)
+        mask = MASKS[0]
+        ours = mask[0].sub(mask[1], render(registry).decode())
+        theirs = mask[0].sub(mask[1], generate_latest(registry).decode())
+        assert ours == theirs
