@@ -113,19 +113,26 @@ class GpuCollector(NvmlCollector):
         book = FamilyBook()
         declare_families(book)
         for device in devices:
-            rows: Rows = []
-            try:
-                up = self.session.refresh_identity(device) and self._read_device(device, rows)
-            except pynvml.NVMLError as error:
-                LOG.debug("GPU %d failed: %s", device.index, describe_error(error))
-                up = False
-            book.add("aiinfra_gpu_up", device.labels, 1.0 if up else 0.0)
-            if up:
+            rows = self.read_device(device)
+            book.add("aiinfra_gpu_up", device.labels, 0.0 if rows is None else 1.0)
+            if rows is not None:
                 book.commit(rows)
         return [count, *book.families()]
 
-    def _read_device(self, device: GpuDevice, rows: Rows) -> bool:
-        """Append every supported reading of one GPU to rows; NVMLError if the GPU is broken."""
+    def read_device(self, device: GpuDevice) -> Rows | None:
+        """Every supported reading of one GPU as rows, or None if the GPU is lost or erroring."""
+        rows: Rows = []
+        try:
+            if not self.session.refresh_identity(device):
+                return None
+            self._read_into(device, rows)
+        except pynvml.NVMLError as error:
+            LOG.debug("GPU %d failed: %s", device.index, describe_error(error))
+            return None
+        return rows
+
+    def _read_into(self, device: GpuDevice, rows: Rows) -> None:
+        """Append the readings; an NVMLError other than 'unsupported' means the GPU is broken."""
         nvml: Any = self.session.nvml
         handle = device.handle
         labels = device.labels
@@ -190,7 +197,6 @@ class GpuCollector(NvmlCollector):
         put("aiinfra_gpu_fan_speed_ratio", read_field(nvml, "nvmlDeviceGetFanSpeed", handle),
             divide=100)
         self._read_mig(handle, put)
-        return True
 
     def _memory_temperature(self, handle: Any) -> float | None:
         """HBM temperature through the field-values API; None where the GPU has no sensor."""

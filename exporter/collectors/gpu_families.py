@@ -36,6 +36,9 @@ class FamilyBook:
         for name, labels, value in rows:
             self._families[name].add_metric(labels, value)
 
+    def names(self) -> set[str]:
+        return set(self._families)
+
     def families(self) -> list[Metric]:
         """Families with at least one sample (empty ones would only add HELP noise)."""
         return [family for family in self._families.values() if family.samples]

@@ -1,0 +1,124 @@
+"""Run the exporter's collectors against this machine's REAL NVML and report what they see.
+
+    python3 scripts/gpu_check.py [--scrapes 20] [--gpu-only]
+
+No simulation and no `pip install` needed (the repo root is put on sys.path; bcrypt, click and
+pyyaml are not imported). Prints the driver, every GPU series, the fields each GPU does not
+support, the collection time per GPU and per scrape, and exits non-zero when NVML is missing, a
+GPU is down, or any collector fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from prometheus_client import CollectorRegistry  # noqa: E402
+
+from exporter.collectors.gpu import GpuCollector, declare_families  # noqa: E402
+from exporter.collectors.gpu_families import FamilyBook  # noqa: E402
+from exporter.exposition import render  # noqa: E402
+from exporter.nvml import NvmlSession, NvmlUnavailable  # noqa: E402
+from exporter.registry import (  # noqa: E402
+    COLLECTORS,
+    ExporterOptions,
+    ScrapeCollector,
+    load_collectors,
+)
+
+GPU_COLLECTORS = ("gpu", "xid", "gpu_processes")
+XID_SETTLE_SECONDS = 1.5
+
+
+def per_gpu_timings(collector: GpuCollector, rounds: int) -> int:
+    """Time read_device for each GPU; print the fields it lacks. Returns the number of GPUs down."""
+    book = FamilyBook()
+    declare_families(book)
+    declared = book.names() - {"aiinfra_gpu_up"}
+    optional = {name for name in declared if "_mig_" in name}  # only present with MIG on
+    down = 0
+    print("\nper-GPU collection time (read_device, all fields):")
+    for device in collector.session.devices:
+        seconds = []
+        rows = None
+        for _ in range(rounds):
+            started = time.perf_counter()
+            rows = collector.read_device(device)
+            seconds.append(time.perf_counter() - started)
+        if rows is None:
+            down += 1
+            print(f"  GPU {device.index} {device.uuid or '(no uuid)'}: DOWN (lost or erroring)")
+            continue
+        missing = sorted(declared - optional - {name for name, _, _ in rows})
+        print(f"  GPU {device.index} {device.name} {device.uuid}: p50 "
+              f"{statistics.median(seconds) * 1e3:.2f} ms, max {max(seconds) * 1e3:.2f} ms, "
+              f"{len(rows)} series; unsupported here: {', '.join(missing) or 'none'}")
+    return down
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scrapes", type=int, default=20, help="timed full scrapes")
+    parser.add_argument("--gpu-only", action="store_true",
+                        help="only the gpu, xid and gpu_processes collectors (skip host ones)")
+    args = parser.parse_args()
+    return check(NvmlSession(), args.scrapes, args.gpu_only)
+
+
+def check(session: NvmlSession, scrapes: int, gpu_only: bool) -> int:
+    """The whole check against one NVML session (the real one from main; tests pass others)."""
+    try:
+        devices = session.ensure_initialized()
+    except NvmlUnavailable as error:
+        print(f"FAIL: {error}", file=sys.stderr)
+        return 2
+    print(f"NVML ok: driver {session.driver_version}, CUDA {session.cuda_version}, "
+          f"{len(devices)} GPU(s)")
+    for device in devices:
+        print(f"  GPU {device.index}: {device.name} {device.uuid} {device.pci_bus_id}")
+
+    load_collectors()
+    options = ExporterOptions(nvml=session)
+    names = GPU_COLLECTORS if gpu_only else sorted(COLLECTORS)
+    collectors = [COLLECTORS[name](options) for name in names]
+    scrape = ScrapeCollector(collectors)
+    scrape.start()
+    time.sleep(XID_SETTLE_SECONDS)  # let the Xid thread register its event set
+    gpu_collector = next(c for c in collectors if isinstance(c, GpuCollector))
+    down = per_gpu_timings(gpu_collector, rounds=5)
+
+    registry = CollectorRegistry()
+    registry.register(scrape)
+    scrape_seconds = []
+    text = ""
+    for _ in range(max(1, scrapes)):
+        started = time.perf_counter()
+        text = render(registry).decode()
+        scrape_seconds.append(time.perf_counter() - started)
+    print("\nevery GPU series (last scrape):")
+    for line in text.splitlines():
+        if line.startswith(("aiinfra_gpu", "aiinfra_scrape_collector")):
+            print("  " + line)
+    failed = [line for line in text.splitlines()
+              if line.startswith("aiinfra_scrape_collector_success") and line.endswith(" 0.0")]
+    print(f"\nfull scrape ({len(collectors)} collectors, {len(text)} bytes): p50 "
+          f"{statistics.median(scrape_seconds) * 1e3:.2f} ms, max "
+          f"{max(scrape_seconds) * 1e3:.2f} ms over {len(scrape_seconds)} scrapes")
+    scrape.stop()
+    session.shutdown()
+    if failed or down:
+        print(f"FAIL: {len(failed)} collector(s) failed, {down} GPU(s) down: {failed}",
+              file=sys.stderr)
+        return 1
+    print("OK: every collector succeeded and every GPU is up")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""scripts/gpu_check.py's logic, driven with the simulated NVML (the real run needs a GPU)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from exporter.nvml import NvmlSession
+from exporter.nvml_sim import SimulatedNVML, parse_fault_spec
+from tests.exporter.support import REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def gpu_check():
+    path = REPO_ROOT / "scripts" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.XID_SETTLE_SECONDS = 0.2
+    return module
+
+
+def session(count: int, faults: str = "") -> NvmlSession:
+    nvml = SimulatedNVML(count)
+    parse_fault_spec(faults, nvml)
+    return NvmlSession(nvml)
+
+
+def test_healthy_gpus_pass_and_every_series_is_printed(gpu_check, capsys) -> None:
+    assert gpu_check.check(session(2, "1:unsupported=nvmlDeviceGetFanSpeed"), 3, True) == 0
+    out = capsys.readouterr().out
+    assert 'aiinfra_gpu_utilization_ratio{gpu="1"' in out
+    assert len([line for line in out.splitlines() if line.startswith("  GPU ")
+                and " series; " in line]) == 2  # one timing line per GPU
+    assert "unsupported here: aiinfra_gpu_fan_speed_ratio" in out
+    assert "OK: every collector succeeded" in out
+
+
+def test_a_down_gpu_fails_the_check(gpu_check, capsys) -> None:
+    assert gpu_check.check(session(2, "0:lost"), 1, True) == 1
+    captured = capsys.readouterr()
+    assert "DOWN" in captured.out and "1 GPU(s) down" in captured.err
+
+
+def test_missing_nvml_fails_with_a_clear_message(gpu_check, capsys) -> None:
+    assert gpu_check.check(session(0, "driver:missing"), 1, True) == 2
+    assert "NVML unavailable" in capsys.readouterr().err
