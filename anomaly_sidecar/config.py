@@ -205,7 +205,7 @@ class _Checker:
             if name not in known:
                 defined = ", ".join(known) or "none"
                 raise self.fail(_join(prefix, key),
-                                f"{kind} {name!r} is not defined in {kind}s (defined: {defined})")
+                                f"{kind} {name!r} is not defined (defined: {defined})")
         return names
 
 

@@ -22,9 +22,12 @@ SERIES_BLOCK = 2048
 
 GAUSS_NEWTON_ITERATIONS = 8
 STEP_HALVINGS = 5
-MAX_ROOT_RADIUS = 0.995
+MAX_AR_ROOT_RADIUS = 0.999
+MAX_MA_ROOT_RADIUS = 0.95
 """Steps leaving the stationary/invertible region are refused: an explosive AR or a
-non-invertible MA makes the residual recursion (and so every forecast) diverge."""
+non-invertible MA makes the residual recursion (and so every forecast) diverge. The MA bound
+is the stricter one because the one-step filter starts from zero residuals a few dozen points
+before the first target, and an MA root near 1 would never forget that start."""
 
 
 @dataclass
@@ -156,11 +159,14 @@ def _gauss_newton_step(differenced: np.ndarray, phi: np.ndarray, theta: np.ndarr
     target = np.where(np.isfinite(centred), residuals, np.nan)
     step = _batched_least_squares(gradients, target)
     current = _css(differenced, phi, theta, mu)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low, high = np.nanmin(differenced, axis=1), np.nanmax(differenced, axis=1)
     accepted = np.zeros(len(mu), dtype=bool)
     for _ in range(STEP_HALVINGS):
         candidate_phi = phi + step[:, :p]
         candidate_theta = theta + step[:, p:p + q]
-        candidate_mu = mu + step[:, p + q] if estimate_mean else mu
+        candidate_mu = np.clip(mu + step[:, p + q], low, high) if estimate_mean else mu
         better = (~accepted & _admissible(candidate_phi, candidate_theta)
                   & (_css(differenced, candidate_phi, candidate_theta, candidate_mu) < current))
         phi = np.where(better[:, None], candidate_phi, phi)
@@ -195,8 +201,8 @@ def _spectral_radius(coefficients: np.ndarray) -> np.ndarray:
 
 def _admissible(phi: np.ndarray, theta: np.ndarray) -> np.ndarray:
     """Stationary AR part and invertible MA part (all roots strictly inside the limit)."""
-    return ((_spectral_radius(phi) < MAX_ROOT_RADIUS)
-            & (_spectral_radius(-theta) < MAX_ROOT_RADIUS))
+    return ((_spectral_radius(phi) < MAX_AR_ROOT_RADIUS)
+            & (_spectral_radius(-theta) < MAX_MA_ROOT_RADIUS))
 
 
 def _ma_filter(columns: np.ndarray, theta: np.ndarray) -> np.ndarray:

@@ -28,7 +28,7 @@ from anomaly_sidecar.models.base import (
 
 _STATE_FILE = "arima.npz"
 _KEYS_FILE = "keys.json"
-FILTER_WARM_UP = 30
+FILTER_WARM_UP = 60
 """Extra points before the first target so the MA residual recursion forgets its zero start."""
 
 

@@ -1,0 +1,155 @@
+"""Shared pieces of the sidecar tests: the README's minimal config, a sidecar subprocess, a
+/metrics parser and a fault-injecting proxy in front of a real backend."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.services import free_port, wait_http_ok
+
+MINIMAL_CONFIG = """\
+reader:
+  url: http://127.0.0.1:9090
+queries:
+  cpu:
+    expr: sum by (instance, mode) (rate(aiinfra_cpu_seconds_total{mode!="idle"}[1m]))
+    step: 15s
+models:
+  cpu_zscore:
+    type: zscore
+    queries: [cpu]
+schedulers:
+  main:
+    fit_every: 10m
+    fit_window: 1d
+    infer_every: 15s
+    models: [cpu_zscore]
+server:
+  listen_address: 127.0.0.1:10101
+"""
+"""The issue's minimal configuration, verbatim (tests replace only URL and listen address)."""
+
+
+def minimal_config(backend_url: str, listen_port: int) -> str:
+    return (MINIMAL_CONFIG.replace("http://127.0.0.1:9090", backend_url)
+            .replace("127.0.0.1:10101", f"127.0.0.1:{listen_port}"))
+
+
+def samples(metrics_url: str, name: str, **labels: str) -> list[tuple[dict[str, str], float]]:
+    """(labels, value) of every sample called name on a /metrics page matching labels."""
+    text = requests.get(metrics_url, timeout=5).text
+    found = []
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                found.append((sample.labels, sample.value))
+    return found
+
+
+def total(metrics_url: str, name: str, **labels: str) -> float:
+    return sum(value for _, value in samples(metrics_url, name, **labels))
+
+
+@dataclass
+class SidecarProcess:
+    process: subprocess.Popen
+    port: int
+    log_path: Path
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/metrics"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def sidecar_process(config_path: Path, port: int, state_dir: Path | None = None,
+                    wait_ready: bool = True) -> Iterator[SidecarProcess]:
+    """`anomaly-sidecar run` as a real subprocess; its output is kept beside the config."""
+    command = [sys.executable, "-c", "from anomaly_sidecar.cli import main; main()", "run",
+               "--config", str(config_path)]
+    if state_dir is not None:
+        command += ["--state-dir", str(state_dir)]
+    log_path = config_path.with_suffix(f".{time.monotonic_ns()}.log")
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+    sidecar = SidecarProcess(process, port, log_path)
+    try:
+        if wait_ready:
+            try:
+                wait_http_ok(sidecar.metrics_url, 60, process)
+            except (RuntimeError, TimeoutError) as error:
+                raise RuntimeError(f"sidecar did not start: {error}\n{sidecar.log()}") from error
+        yield sidecar
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+
+
+class FaultProxy:
+    """Forwards GET requests to a real backend, or fails them on demand: mode "ok", "error"
+    (HTTP 503), "down" (connection closed without answer) or "slow" (answers after delay)."""
+
+    def __init__(self, upstream: str, slow_seconds: float = 3.0) -> None:
+        self.upstream = upstream
+        self.mode = "ok"
+        self.slow_seconds = slow_seconds
+        self.requests_seen = 0
+        self.port = free_port()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the stdlib's naming
+                proxy.requests_seen += 1
+                if proxy.mode == "down":
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                if proxy.mode == "error":
+                    self.send_error(503, "injected outage")
+                    return
+                if proxy.mode == "slow":
+                    time.sleep(proxy.slow_seconds)
+                answer = requests.get(proxy.upstream + self.path, timeout=30)
+                self.send_response(answer.status_code)
+                self.send_header("Content-Type", answer.headers.get("Content-Type", "text/plain"))
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> FaultProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()

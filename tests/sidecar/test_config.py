@@ -1,0 +1,90 @@
+"""check-config: the minimal config is valid; each kind of mistake is rejected with a message
+naming file, key path and reason, and exit status 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from anomaly_sidecar.config import ConfigError, load_config
+from anomaly_sidecar.durations import parse_duration
+from tests.sidecar.helpers import MINIMAL_CONFIG
+
+
+def check_config(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", "from anomaly_sidecar.cli import main; main()", "check-config",
+         str(path)], capture_output=True, text=True, timeout=60)
+
+
+def test_minimal_config_from_the_issue_is_valid(tmp_path):
+    path = tmp_path / "minimal.yml"
+    path.write_text(MINIMAL_CONFIG)
+    result = check_config(path)
+    assert result.returncode == 0, result.stderr
+    config = load_config(path)
+    assert config.queries["cpu"].step_seconds == 15
+    assert config.models["cpu_zscore"].queries == ["cpu"]
+    assert config.schedulers["main"].fit_window_seconds == 86400
+    assert config.server.host_port == ("127.0.0.1", 10101)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    pytest.param(("    type: zscore\n", "    type: zscore\n    windw: 30\n"),
+                 "models.cpu_zscore.windw: unknown key", id="unknown-model-key"),
+    pytest.param(("queries:\n", "queries:\n  typo_section: 1\n"),
+                 "queries.typo_section: must be a mapping, got int", id="wrong-section-type"),
+    pytest.param(("server:\n", "serverr:\n"), "serverr: unknown key", id="unknown-top-key"),
+    pytest.param(("    step: 15s\n", "    step: [15s]\n"),
+                 "queries.cpu.step: must be a duration like 15s or 1h, got list", id="wrong-type"),
+    pytest.param(("    type: zscore\n", "    type: zscore\n    window: ten\n"),
+                 "models.cpu_zscore.window: must be an integer, got 'ten'", id="wrong-param-type"),
+    pytest.param(("    queries: [cpu]\n", "    queries: [cpu, mem]\n"),
+                 "models.cpu_zscore.queries: query 'mem' is not defined (defined: cpu)", id="missing-query"),
+    pytest.param(("    fit_every: 10m\n", "    fit_every: 10s\n"),
+                 "schedulers.main.fit_every: must be >= infer_every (10s < 15s)",
+                 id="fit-every-below-infer-every"),
+    pytest.param(("    models: [cpu_zscore]\n", "    models: [cpu_arima]\n"),
+                 "schedulers.main.models: model 'cpu_arima' is not defined", id="missing-model"),
+    pytest.param(("    type: zscore\n", "    type: prophet\n"),
+                 "models.cpu_zscore.type: unknown model type 'prophet'", id="unknown-type"),
+])
+def test_check_config_rejects(tmp_path, edit, message):
+    old, new = edit
+    assert old in MINIMAL_CONFIG
+    path = tmp_path / "bad.yml"
+    path.write_text(MINIMAL_CONFIG.replace(old, new, 1))
+    result = check_config(path)
+    assert result.returncode == 2
+    assert f"{path}: {message}" in result.stderr
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert message in str(raised.value)
+
+
+def test_arima_order_errors_name_the_model_key(tmp_path):
+    path = tmp_path / "arima.yml"
+    path.write_text(MINIMAL_CONFIG.replace("    type: zscore\n",
+                                           "    type: arima\n    order: [1, 5, 1]\n"))
+    with pytest.raises(ConfigError, match=r"models\.cpu_zscore\.order: needs 0 <= p,q <= 10"):
+        load_config(path)
+
+
+def test_unreachable_url_is_not_a_check_time_error(tmp_path):
+    """check-config never contacts the backend: reachability is a run-time matter (see
+    test_faults for how the running sidecar reports it)."""
+    path = tmp_path / "unreachable.yml"
+    path.write_text(MINIMAL_CONFIG.replace("http://127.0.0.1:9090", "http://127.0.0.1:9"))
+    assert check_config(path).returncode == 0
+
+
+def test_durations():
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration("500ms") == 0.5
+    assert parse_duration(15) == 15
+    for bad in ("15", "1x", "", "0s", True):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
