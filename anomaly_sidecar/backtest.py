@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from anomaly_sidecar.models.base import Model, SeriesBatch
-from anomaly_sidecar.scoring import Direction, score_forecast
+from anomaly_sidecar.config import ModelConfig, build_model
+from anomaly_sidecar.models.base import SeriesBatch
+from anomaly_sidecar.scoring import score_forecast
 
 OUTPUT_COLUMNS = ("timestamp", "y", "yhat", "yhat_lower", "yhat_upper", "anomaly_score")
 SERIES_KEY = (("series", "backtest"),)
@@ -137,17 +138,22 @@ def _chunks(n_points: int, cadence: Cadence) -> Iterator[tuple[int, int, bool]]:
         yield start, end, start in starts
 
 
-def run_backtest(model: Model, series: Series, cadence: Cadence, *,
-                 direction: Direction = "both", min_dev_from_expected: float = 0.0,
+def run_backtest(model_config: ModelConfig, series: Series, cadence: Cadence,
                  on_chunk: Callable[[int], None] | None = None) -> BacktestResult:
     """Walk forward over the series (see the module docstring); on_chunk(n) reports progress
-    after each chunk of n points."""
+    after each chunk of n points.
+
+    As in the daemon, every refit builds a fresh model (nothing leaks from one fit to the
+    next), and a point is published only once min_samples finite points are in its context.
+    """
     n_points = len(series.values)
     output = {name: np.full(n_points, np.nan) for name in OUTPUT_COLUMNS[2:]}
+    model = build_model(model_config)
+    seen = np.cumsum(np.isfinite(series.values))
     for start, end, refit in _chunks(n_points, cadence):
         if refit:
-            fit_start = max(0, start - cadence.fit_window)
-            model.fit(_batch(series, fit_start, start))
+            model = build_model(model_config)
+            model.fit(_batch(series, max(0, start - cadence.fit_window), start))
         context_start = max(0, start - model.context_points)
         if model.can_predict(SERIES_KEY):
             forecast = model.predict(_batch(series, context_start, end), end - start)
@@ -156,9 +162,14 @@ def run_backtest(model: Model, series: Series, cadence: Cadence, *,
             output["yhat_lower"][start:end] = forecast.yhat_lower[0]
             output["yhat_upper"][start:end] = forecast.yhat_upper[0]
             output["anomaly_score"][start:end] = score_forecast(
-                y, forecast, direction, min_dev_from_expected)[0]
+                y, forecast, model_config.detection_direction,
+                model_config.min_dev_from_expected)[0]
         if on_chunk is not None:
             on_chunk(end - start)
+    context = max(model.context_points, model_config.min_samples)
+    context_start = np.maximum(np.arange(n_points) - context, 0)
+    in_context = seen - np.concatenate([[0], seen])[context_start]
+    output["anomaly_score"][in_context < model_config.min_samples] = np.nan
     return BacktestResult(series.values, output["yhat"], output["yhat_lower"],
                           output["yhat_upper"], output["anomaly_score"])
 

@@ -6,6 +6,7 @@ figures a user reproduces are those of the defaults they run.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from anomaly_sidecar.backtest import (
     run_backtest,
     write_csv,
 )
-from anomaly_sidecar.config import ConfigError, ModelConfig, build_model, load_config
+from anomaly_sidecar.config import ConfigError, ModelConfig, load_config
 
 DEFAULT_CONFIG = Path(__file__).with_name("default_config.yaml")
 DEFAULT_FIT_EVERY_SECONDS = 86400.0
@@ -76,16 +77,13 @@ def backtest_command(config_path: Path | None, alias: str | None, csv_path: Path
         raise click.ClickException(str(error)) from None
     cadence = Cadence.from_seconds(series.seconds, setup.fit_every_seconds,
                                    setup.fit_window_seconds, setup.model.min_samples)
-    model = build_model(setup.model)
-    options = {"direction": setup.model.detection_direction,
-               "min_dev_from_expected": setup.model.min_dev_from_expected}
     n_points = len(series.values)
     if n_points >= _PROGRESS_MIN_POINTS:
         with click.progressbar(length=n_points, label=f"backtest {setup.model.alias}",
-                               file=click.get_text_stream("stderr")) as bar:
-            result = run_backtest(model, series, cadence, on_chunk=bar.update, **options)
+                               file=sys.stderr) as bar:
+            result = run_backtest(setup.model, series, cadence, on_chunk=bar.update)
     else:
-        result = run_backtest(model, series, cadence, **options)
+        result = run_backtest(setup.model, series, cadence)
     write_csv(out_path, series.labels, result)
     if plot_path is not None:
         from anomaly_sidecar.backtest import plot

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from anomaly_sidecar import __version__
+from anomaly_sidecar.backtest_cli import backtest_command
 from anomaly_sidecar.config import ConfigError, load_config
 
 INVALID_CONFIG_EXIT = 2
@@ -88,3 +89,6 @@ def run(config_file: Path, state_dir: Path | None, verbose: bool) -> None:
         stopping.clear()
         sidecar.reload()
     sidecar.stop()
+
+
+main.add_command(backtest_command)

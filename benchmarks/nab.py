@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from anomaly_sidecar import nab_score  # noqa: E402
 from anomaly_sidecar.backtest import Cadence, read_csv, run_backtest  # noqa: E402
 from anomaly_sidecar.backtest_cli import BacktestSetup, resolve_setup  # noqa: E402
-from anomaly_sidecar.config import build_model, parse_config  # noqa: E402
+from anomaly_sidecar.config import parse_config  # noqa: E402
 
 SHIPPED_THRESHOLD = 0.5  # nab_value(anomaly_score = 1)
 BASELINE_MODELS = ("zscore", "mad", "arima", "lstm")
@@ -56,10 +56,7 @@ def backtest_file(setup: BacktestSetup, path: Path) -> np.ndarray:
     series = read_csv(path)
     cadence = Cadence.from_seconds(series.seconds, setup.fit_every_seconds,
                                    setup.fit_window_seconds, setup.model.min_samples)
-    result = run_backtest(build_model(setup.model), series, cadence,
-                          direction=setup.model.detection_direction,
-                          min_dev_from_expected=setup.model.min_dev_from_expected)
-    return result.anomaly_score
+    return run_backtest(setup.model, series, cadence).anomaly_score
 
 
 def load_truths(nab_root: Path, files: list[str]) -> dict[str, dict[str, nab_score.FileTruth]]:

@@ -57,6 +57,8 @@ class LikelihoodParams(ModelParams):
     not turn every tiny wiggle into an alarm."""
     min_error_std: float = 0.0173
     """Lower bound of its standard deviation (Numenta's variance floor 0.0003)."""
+    novelty_width: int = 0
+    novelty_lookback: int = 1000
 
     def validate(self) -> None:
         for key in ("history", "error_window", "min_history"):
@@ -108,6 +110,29 @@ def _running_extremes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.hstack([shift, low[:, :-1]]), np.hstack([shift, high[:, :-1]])
 
 
+def _novelty(values: np.ndarray, width: int, lookback: int) -> np.ndarray:
+    """RMS distance from the window of `width` points ending at each column to the nearest
+    earlier, non-overlapping window at most `lookback` columns back (NaN if none)."""
+    novelty = np.full_like(values, np.nan)
+    n_windows = values.shape[1] - width + 1
+    if n_windows <= width:
+        return novelty
+    positions = np.arange(n_windows)
+    candidates = ((positions[None, :] <= positions[:, None] - width)
+                  & (positions[None, :] >= positions[:, None] - lookback))
+    for row in range(values.shape[0]):
+        centred = values[row] - np.nanmedian(values[row])
+        windows = np.lib.stride_tricks.sliding_window_view(centred, width)
+        valid = np.isfinite(windows).all(axis=1)
+        windows = np.where(valid[:, None], windows, 0.0)
+        norms = (windows * windows).sum(axis=1)
+        distance = norms[:, None] + norms[None, :] - 2.0 * windows @ windows.T
+        distance = np.where(candidates & valid[None, :], distance, np.inf).min(axis=1)
+        nearest = np.sqrt(np.maximum(distance, 0.0) / width)
+        novelty[row, width - 1:] = np.where(valid & np.isfinite(nearest), nearest, np.nan)
+    return novelty
+
+
 def _suppress_repeats(score: np.ndarray, quiet_points: int) -> np.ndarray:
     """Zero every alarm (score >= 1) within quiet_points after the previous kept alarm."""
     if quiet_points == 0:
@@ -132,7 +157,7 @@ class LikelihoodModel(Model):
 
     @property
     def context_points(self) -> int:
-        return self.params.history + self.params.error_window
+        return self.params.history + self.params.error_window + self.params.novelty_lookback
 
     def fit(self, batch: SeriesBatch) -> None:
         """Nothing to learn ahead of time: the error distribution is re-estimated causally at
@@ -144,8 +169,12 @@ class LikelihoodModel(Model):
         yhat = _previous_finite(values)
         low, high = _running_extremes(values)
         value_range = high - low
+        if params.novelty_width > 0:
+            deviation = _novelty(values, params.novelty_width, params.novelty_lookback)
+        else:
+            deviation = np.abs(values - yhat)
         with np.errstate(invalid="ignore", divide="ignore"):
-            error = np.minimum(np.abs(values - yhat) / np.maximum(value_range, _TINY), 1.0)
+            error = np.minimum(deviation / np.maximum(value_range, _TINY), 1.0)
         error = np.where(np.isfinite(values) & np.isfinite(yhat), error, np.nan)
         recent_sum, recent_count = _window_sums(error, params.error_window)
         with np.errstate(invalid="ignore", divide="ignore"):
