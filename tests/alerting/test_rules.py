@@ -8,10 +8,17 @@ import subprocess
 import pytest
 import yaml
 
-from tests.alerting.shipped import PROMTOOL_TESTS_DIR, alert_rules, recording_rules, rule_files
+from tests.alerting.shipped import (
+    PROMETHEUS_DIR,
+    PROMTOOL_TESTS_DIR,
+    alert_rules,
+    recording_rules,
+    rule_files,
+)
 from tests.support.services import require_binary
 
 REQUIRED_ANNOTATIONS = {"summary", "description", "runbook_url", "dashboard_url"}
+RUNBOOKS = PROMETHEUS_DIR / "runbooks.md"
 LEVEL_METRIC_OPERATION = re.compile(r"^[a-z_]+:[a-z0-9_]+:[a-z0-9_]+$")
 
 
@@ -56,7 +63,10 @@ def test_alert_carries_severity_category_and_links(rule):
     assert rule["labels"]["category"] in {"host", "gpu", "anomaly", "sidecar"}
     assert set(rule["annotations"]) >= REQUIRED_ANNOTATIONS
     assert "$value" in rule["annotations"]["summary"] + rule["annotations"]["description"]
-    assert rule["annotations"]["runbook_url"].endswith("#" + rule["alert"].lower())
+    assert rule["annotations"]["runbook_url"].endswith(
+        "/prometheus/runbooks.md#" + rule["alert"].lower())
+    runbook_headings = re.findall(r"^## (\w+)$", RUNBOOKS.read_text(), re.MULTILINE)
+    assert rule["alert"] in runbook_headings
 
 
 def test_recording_rules_are_named_level_metric_operation():
