@@ -89,6 +89,7 @@ class SchedulerRunner:
         self.clock = clock
         self._stopping = threading.Event()
         self._fit_wakeup = threading.Event()
+        self._infer_wakeup = threading.Event()
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
@@ -101,13 +102,20 @@ class SchedulerRunner:
         """Ask both loops to stop; a fit in progress finishes in the background (daemon)."""
         self._stopping.set()
         self._fit_wakeup.set()
+        self._infer_wakeup.set()
         for thread in self._threads:
             thread.join(timeout=timeout_seconds)
 
     def _infer_loop(self) -> None:
         interval = self.config.infer_every_seconds
         next_due = time.monotonic()
-        while not self._stopping.wait(max(0.0, next_due - time.monotonic())):
+        while not self._stopping.is_set():
+            self._infer_wakeup.wait(max(0.0, next_due - time.monotonic()))
+            if self._stopping.is_set():
+                return
+            if self._infer_wakeup.is_set():
+                self._infer_wakeup.clear()
+                next_due = time.monotonic()
             for job in self.jobs:
                 self.infer(job)
             next_due = self._advance(next_due, interval, "infer")
@@ -165,7 +173,10 @@ class SchedulerRunner:
             self.metrics.run_errors.labels(*labels).inc()
             log.error("fit of %s failed: %s", job.labels, error)
             return False
+        first_model = job.model is None
         job.model, job.fitted_at = model, now
+        if first_model:
+            self._infer_wakeup.set()
         self.metrics.runs.labels(*labels).inc()
         self.metrics.run_duration.labels(*labels).observe(time.monotonic() - started)
         self.metrics.last_success.labels(*labels).set(self.clock())

@@ -16,7 +16,14 @@ from pathlib import Path
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.services import free_port, wait_http_ok
+from tests.support.services import (
+    RunningService,
+    free_port,
+    prometheus,
+    scrape_config,
+    victoria_metrics,
+    wait_http_ok,
+)
 
 MINIMAL_CONFIG = """\
 reader:
@@ -76,6 +83,22 @@ class SidecarProcess:
 
 
 @contextlib.contextmanager
+def scraping_backend(kind: str, workdir: Path, jobs: dict[str, str]) -> Iterator[RunningService]:
+    """A real Prometheus or VictoriaMetrics scraping jobs (name -> host:port) every second."""
+    config = scrape_config(jobs)
+    if kind == "prometheus":
+        with prometheus(workdir, config) as service:
+            yield service
+        return
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "scrape.yml").write_text(config)
+    with victoria_metrics(workdir, [f"-promscrape.config={workdir / 'scrape.yml'}",
+                                    "-promscrape.config.strictParse=false",
+                                    "-search.latencyOffset=0s"]) as service:
+        yield service
+
+
+@contextlib.contextmanager
 def sidecar_process(config_path: Path, port: int, state_dir: Path | None = None,
                     wait_ready: bool = True) -> Iterator[SidecarProcess]:
     """`anomaly-sidecar run` as a real subprocess; its output is kept beside the config."""
@@ -111,17 +134,23 @@ class FaultProxy:
     def __init__(self, upstream: str, slow_seconds: float = 3.0) -> None:
         self.upstream = upstream
         self.mode = "ok"
+        self.failures_left = 0
+        """While > 0, requests are answered 503 (and counted down), then forwarded again."""
         self.slow_seconds = slow_seconds
         self.requests_seen = 0
         self.port = free_port()
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the stdlib's naming
+            def do_GET(self) -> None:
                 proxy.requests_seen += 1
                 if proxy.mode == "down":
                     self.close_connection = True
                     self.connection.shutdown(2)
+                    return
+                if proxy.failures_left > 0:
+                    proxy.failures_left -= 1
+                    self.send_error(503, "injected outage")
                     return
                 if proxy.mode == "error":
                     self.send_error(503, "injected outage")
