@@ -105,7 +105,7 @@ def test_retries_5xx_then_succeeds_and_reports_unreachable(tmp_path):
             assert batch.keys == [(("series", "r"),)]
             assert outcomes[:3] == [False, False, True]
     unreachable = PromReader(ReaderConfig(url=proxy.url, max_retries=1, timeout_seconds=1))
-    with pytest.raises(ReaderError, match="cannot reach .* \\(after 2 attempts\\)"):
+    with pytest.raises(ReaderError, match=r"cannot reach .* \(after 2 attempts\)"):
         unreachable.query_range("up", now - 10, now, 1.0)
 
 
