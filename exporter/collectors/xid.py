@@ -38,12 +38,20 @@ class XidCollector(Collector):
         self._last_seen: dict[tuple[str, str, str], float] = {}
         self._problem: str | None = "Xid event thread not started"
         self._stopping = threading.Event()
+        self._settled = threading.Event()  # set after the first set-up attempt, good or bad
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        """Start the event thread and wait (briefly) for its first set-up, so that the first
+        scrape already tells the truth and a failure is logged at start-up."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="xid-events", daemon=True)
             self._thread.start()
+        self._settled.wait(self.options.gpu_timeout_seconds)
+        with self._lock:
+            problem = self._problem
+        if problem is not None:
+            raise CollectorFailed(problem)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -68,6 +76,7 @@ class XidCollector(Collector):
     def _set_problem(self, problem: str | None) -> None:
         with self._lock:
             self._problem = problem
+        self._settled.set()
 
     def _run(self) -> None:
         """Watch for events until stopped; on any failure wait and set everything up again."""

@@ -109,7 +109,7 @@ def test_hung_nvml_answers_within_timeout_without_piling_up_threads() -> None:
     scrape = build_scrape([*GPU_NAMES, "loadavg"], nvml, gpu_timeout_seconds=0.3)
     assert collector_success(exposition(scrape))["gpu"] == 1.0
     nvml.devices[1].fault = "hang"
-    threads_before = threading.active_count()
+    threads_before = set(threading.enumerate())
     try:
         started = time.monotonic()
         first = exposition(scrape)
@@ -122,7 +122,7 @@ def test_hung_nvml_answers_within_timeout_without_piling_up_threads() -> None:
             again = exposition(scrape)
             assert time.monotonic() - started < 0.2  # refused at once: the worker is still stuck
             assert collector_success(again)["gpu"] == 0.0
-        assert threading.active_count() == threads_before
+        assert set(threading.enumerate()) - threads_before == set()  # no new thread per scrape
     finally:
         nvml.devices[1].fault = None
         nvml.release_hangs.set()
@@ -173,6 +173,8 @@ def test_mig_instances_are_labelled() -> None:
 def test_xid_events_are_counted_per_gpu_and_code() -> None:
     nvml = simulated(2)
     scrape = build_scrape(["xid"], nvml)
+    assert collector_success(exposition(scrape)) == {"xid": 1.0}  # watching from the start
+    assert "aiinfra_gpu_xid_errors_total{" not in exposition(scrape)
     before = time.time()
     for gpu, xid in ((1, 79), (1, 79), (0, 48)):
         nvml.inject_xid(gpu, xid)
