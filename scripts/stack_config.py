@@ -114,6 +114,7 @@ def fast_rules(for_duration: str, thresholds: Mapping[str, float] | None = None)
     """
     thresholds = dict(thresholds or {})
     variants: dict[str, str] = {}
+    known_alerts: set[str | None] = set()
     for path in sorted(SHIPPED_RULES_DIR.glob("*.yml")):
         document = copy.deepcopy(load_yaml(path))
         for group in document["groups"]:
@@ -126,6 +127,11 @@ def fast_rules(for_duration: str, thresholds: Mapping[str, float] | None = None)
                     rule["expr"] = _replace_threshold(rule["expr"], thresholds[rule["alert"]],
                                                       f"{path.name}: {rule['alert']}")
         variants[path.name] = yaml.safe_dump(document, sort_keys=False)
+        known_alerts.update(rule.get("alert") for group in document["groups"]
+                       for rule in group["rules"])
+    unknown = sorted(set(thresholds) - known_alerts)
+    if unknown:
+        raise ValueError(f"{SHIPPED_RULES_DIR}: thresholds for unknown alerts: {unknown}")
     return variants
 
 
