@@ -7,7 +7,6 @@ from them here (other ports, absolute paths, shorter timings), so what is tested
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -66,8 +65,9 @@ def alertmanager_config(slack_url_file: Path | None, remediation_url: str | None
 
     Without a Slack URL file the Slack integrations are dropped (alerts still show in
     Alertmanager's UI); without a remediation URL the webhook is dropped rather than left
-    retrying against a loopback port nobody listens on. route_timing overrides group_wait,
-    group_interval or repeat_interval on every route that sets them (tests use seconds).
+    retrying against a loopback port nobody listens on. route_timing sets group_wait,
+    group_interval or repeat_interval on the root route and on each child route that sets
+    its own (tests use seconds).
     """
     config = load_yaml(SHIPPED_ALERTMANAGER)
     config["templates"] = [str(SHIPPED_ALERTMANAGER.parent / pattern)
@@ -116,7 +116,7 @@ def fast_rules(for_duration: str, thresholds: Mapping[str, float] | None = None)
     variants: dict[str, str] = {}
     known_alerts: set[str | None] = set()
     for path in sorted(SHIPPED_RULES_DIR.glob("*.yml")):
-        document = copy.deepcopy(load_yaml(path))
+        document = load_yaml(path)
         for group in document["groups"]:
             for rule in group["rules"]:
                 if "alert" not in rule:
@@ -128,7 +128,7 @@ def fast_rules(for_duration: str, thresholds: Mapping[str, float] | None = None)
                                                       f"{path.name}: {rule['alert']}")
         variants[path.name] = yaml.safe_dump(document, sort_keys=False)
         known_alerts.update(rule.get("alert") for group in document["groups"]
-                       for rule in group["rules"])
+                            for rule in group["rules"])
     unknown = sorted(set(thresholds) - known_alerts)
     if unknown:
         raise ValueError(f"{SHIPPED_RULES_DIR}: thresholds for unknown alerts: {unknown}")
