@@ -62,7 +62,6 @@ class SimulatedNVML:
         self.release_hangs = threading.Event()
         self._events: deque[tuple[int, int]] = deque()
         self._event_ready = threading.Condition()
-        self.calls = 0
 
     # -- test controls ---------------------------------------------------------------------
     def inject_xid(self, index: int, xid: int) -> None:
@@ -73,7 +72,6 @@ class SimulatedNVML:
 
     # -- fault plumbing ---------------------------------------------------------------------
     def _device(self, handle: _Handle, function: str) -> SimulatedDevice:
-        self.calls += 1
         device = self.devices[handle.index]
         if device.fault == "lost":
             raise pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)

@@ -16,7 +16,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from exporter.collectors.gpu_families import FamilyBook
 from exporter.collectors.nvml_base import NvmlCollector
 from exporter.nvml import GpuDevice, describe_error, read_field
-from exporter.registry import register
+from exporter.registry import ExporterOptions, register
 
 LOG = logging.getLogger("exporter.gpu")
 
@@ -103,6 +103,10 @@ class GpuCollector(NvmlCollector):
     name = "gpu"
     help_text = "NVIDIA GPU metrics via NVML"
 
+    def __init__(self, options: ExporterOptions) -> None:
+        super().__init__(options)
+        self._down: set[int] = set()  # GPUs already logged as down, so each is logged once
+
     def collect(self) -> Iterable[Metric]:
         return self.call_with_deadline(self._collect_now)
 
@@ -124,12 +128,22 @@ class GpuCollector(NvmlCollector):
         rows: Rows = []
         try:
             if not self.session.refresh_identity(device):
+                self._mark_down(device, "it does not answer NVML")
                 return None
             self._read_into(device, rows)
         except pynvml.NVMLError as error:
-            LOG.debug("GPU %d failed: %s", device.index, describe_error(error))
+            self._mark_down(device, describe_error(error))
             return None
+        if device.index in self._down:
+            self._down.discard(device.index)
+            LOG.info("GPU %d (%s) is answering again", device.index, device.uuid)
         return rows
+
+    def _mark_down(self, device: GpuDevice, reason: str) -> None:
+        if device.index not in self._down:
+            self._down.add(device.index)
+            LOG.warning("GPU %d (%s) is down: %s; its series are dropped, other GPUs unaffected",
+                        device.index, device.uuid or "uuid unknown", reason)
 
     def _read_into(self, device: GpuDevice, rows: Rows) -> None:
         """Append the readings; an NVMLError other than 'unsupported' means the GPU is broken."""

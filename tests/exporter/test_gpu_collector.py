@@ -92,12 +92,16 @@ def test_a_failing_gpu_is_down_and_the_others_unaffected(fault: str) -> None:
     assert collector_success(text) == {"gpu": 1.0}
 
 
-def test_gpu_lost_after_start_keeps_its_uuid_and_recovers() -> None:
+def test_gpu_lost_after_start_keeps_its_uuid_and_recovers(caplog) -> None:
+    caplog.set_level(logging.INFO)
     nvml = simulated(2)
     scrape = build_scrape(GPU_NAMES, nvml)
     healthy = samples(exposition(scrape), "aiinfra_gpu_up")
     nvml.devices[0].fault = "lost"
     lost = samples(exposition(scrape), "aiinfra_gpu_up")
+    exposition(scrape)
+    down_lines = [message for message in caplog.messages if "is down" in message]
+    assert len(down_lines) == 1 and "GpuIsLost" in down_lines[0]  # once, not per scrape
     assert set(lost) == set(healthy)  # same gpu/uuid labels, so the series continues
     assert sorted(lost.values()) == [0.0, 1.0]
     nvml.devices[0].fault = None
