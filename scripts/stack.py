@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
-import yaml
 
 from scripts.stack_config import (
     REPO_ROOT,
@@ -65,9 +64,6 @@ class Component:
     ready_url: str
     process: subprocess.Popen | None = None
 
-    @property
-    def log_path_name(self) -> str:
-        return f"{self.name}.log"
 
 
 class StackError(RuntimeError):
@@ -117,9 +113,6 @@ class Stack:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=5)
-
-    def pids(self) -> dict[str, int]:
-        return {c.name: c.process.pid for c in self.components if c.process is not None}
 
     def log(self, name: str) -> str:
         return (self.run_dir / f"{name}.log").read_text(errors="replace")
@@ -172,12 +165,10 @@ class Stack:
         config = load_yaml(self.options.sidecar_config)
         config["reader"]["url"] = self.url("prometheus")
         config.setdefault("server", {})["listen_address"] = address["sidecar"]
-        path = self.run_dir / "sidecar.yml"
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
-        return path
+        return dump_yaml(config, self.run_dir / "sidecar.yml")
 
     def _launch(self, component: Component) -> None:
-        with (self.run_dir / component.log_path_name).open("wb") as log_file:
+        with (self.run_dir / f"{component.name}.log").open("wb") as log_file:
             component.process = subprocess.Popen(
                 component.command, stdout=log_file, stderr=subprocess.STDOUT, cwd=self.run_dir,
                 start_new_session=True, preexec_fn=_die_with_parent,
