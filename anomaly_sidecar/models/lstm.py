@@ -21,9 +21,11 @@ so scoring.py's band formula gives > 1 precisely for those points.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,7 +121,9 @@ class LstmParams(ModelParams):
             raise ModelParamError("min_band", "must be > 0")
 
 
+@functools.lru_cache(maxsize=200_000)
 def _key_name(key: SeriesKey) -> str:
+    """The series' name in state files (JSON); cached, as inference looks up every series."""
     return json.dumps(key)
 
 
@@ -153,29 +157,37 @@ def _ewma(values: np.ndarray, span: int) -> np.ndarray:
     return smoothed
 
 
-def telemanom_threshold(smoothed_errors: np.ndarray, floor: float) -> float:
-    """Hundman et al.'s nonparametric threshold: the eps = mean + z * std maximising
-    (d_mean/mean + d_std/std) / (n_above + n_sequences^2), where d_* is how much mean and std
-    drop when the values above eps are removed. Never below floor."""
-    errors = smoothed_errors[np.isfinite(smoothed_errors)]
-    if errors.size == 0:
-        return floor
-    mean, std = float(errors.mean()), float(errors.std())
-    best_epsilon, best_objective = mean + _Z_CHOICES[-1] * std, 0.0
-    if std > 0:
+def telemanom_thresholds(smoothed_errors: np.ndarray, floor: float) -> np.ndarray:
+    """Hundman et al.'s nonparametric threshold per row of (n_series, n_errors), NaN ignored:
+    the eps = mean + z * std maximising (d_mean/mean + d_std/std) / (n_above + n_sequences^2),
+    where d_* is how much mean and std drop when the values above eps are removed. Rows with
+    nothing to separate get z = 10. Never below floor. Vectorised over series (one pass per
+    z), so thresholds for 10,000 series cost a few array operations."""
+    errors = np.atleast_2d(np.asarray(smoothed_errors, dtype=float))
+    finite = np.isfinite(errors)
+    count = finite.sum(axis=1)
+    filled = np.where(finite, errors, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = filled.sum(axis=1) / count
+        std = np.sqrt(np.maximum((filled ** 2).sum(axis=1) / count - mean ** 2, 0.0))
+        best_epsilon = mean + _Z_CHOICES[-1] * std
+        best_objective = np.zeros(len(errors))
         for z in _Z_CHOICES:
             epsilon = mean + z * std
-            above = errors > epsilon
-            n_above = int(above.sum())
-            if n_above == 0 or n_above == errors.size:
-                continue
-            below = errors[~above]
-            n_sequences = int(np.sum(np.diff(np.concatenate([[0], above.astype(int)])) == 1))
-            objective = ((mean - below.mean()) / mean + (std - below.std()) / std) \
+            above = finite & (errors > epsilon[:, None])
+            below = finite & ~above
+            n_above, n_below = above.sum(axis=1), below.sum(axis=1)
+            below_mean = np.where(below, errors, 0.0).sum(axis=1) / n_below
+            below_std = np.sqrt(np.maximum(
+                (np.where(below, errors, 0.0) ** 2).sum(axis=1) / n_below - below_mean ** 2, 0.0))
+            starts = np.diff(above.astype(np.int8), axis=1, prepend=0) == 1
+            n_sequences = starts.sum(axis=1)
+            objective = ((mean - below_mean) / mean + (std - below_std) / std) \
                 / (n_above + n_sequences ** 2)
-            if objective > best_objective:
-                best_epsilon, best_objective = epsilon, objective
-    return max(best_epsilon, floor)
+            better = (n_above > 0) & (n_below > 0) & (std > 0) & (objective > best_objective)
+            best_epsilon = np.where(better, epsilon, best_epsilon)
+            best_objective = np.where(better, objective, best_objective)
+    return np.where(np.isfinite(best_epsilon), np.maximum(best_epsilon, floor), floor)
 
 
 @dataclass
@@ -265,10 +277,9 @@ class LstmModel(Model):
         self._series.update(states)
         recent = SeriesBatch([batch.keys[row] for row in rows], batch.timestamps,
                              values[rows]).tail(self.context_points + 1)
-        errors = self._smoothed_errors(recent)
-        for row, key in enumerate(recent.keys):
-            self._series[_key_name(key)].epsilon = telemanom_threshold(errors[row],
-                                                                       self.params.min_band)
+        epsilons = telemanom_thresholds(self._smoothed_errors(recent), self.params.min_band)
+        for key, epsilon in zip(recent.keys, epsilons, strict=True):
+            self._series[_key_name(key)].epsilon = float(epsilon)
 
     def _recent_windows(self, usable: np.ndarray) -> np.ndarray:
         """Indices (into the flattened usable windows) of the most recent max_train_windows,
@@ -308,14 +319,14 @@ class LstmModel(Model):
         """Normalised values and each series' (mean, std): fit-window statistics, or for a
         series the shared network has not seen, those of the points given (all in the past)."""
         values = np.where(np.isfinite(batch.values), batch.values, np.nan)
-        means, stds = np.zeros(len(batch.keys)), np.ones(len(batch.keys))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: handled below
+            means = np.nan_to_num(np.nanmean(values, axis=1), nan=0.0)
+            stds = np.maximum(np.nan_to_num(np.nanstd(values, axis=1), nan=1.0), _MIN_STD)
         for row, key in enumerate(batch.keys):
             state = self._series.get(_key_name(key))
             if state is not None:
                 means[row], stds[row] = state.mean, state.std
-            elif np.isfinite(values[row]).any():
-                means[row] = np.nanmean(values[row])
-                stds[row] = max(float(np.nanstd(values[row])), _MIN_STD)
         return (values - means[:, None]) / stds[:, None], means, stds
 
     def _smoothed_errors(self, batch: SeriesBatch) -> np.ndarray:
@@ -329,15 +340,13 @@ class LstmModel(Model):
         smoothed = _ewma(np.abs(normalised - forecasts), self.params.error_smoothing)
         first_target = normalised.shape[1] - n_targets
         alpha = 2.0 / (self.params.error_smoothing + 1.0)
-        epsilons = np.empty(len(batch.keys))
-        for row, key in enumerate(batch.keys):
-            history = smoothed[row, :first_target]
-            if np.isfinite(history).sum() >= self.params.error_history // 2:
-                epsilons[row] = telemanom_threshold(history[-self.params.error_history:],
-                                                    self.params.min_band)
-            else:
-                state = self._series.get(_key_name(key))
-                epsilons[row] = state.epsilon if state else self.params.min_band
+        history = smoothed[:, max(0, first_target - self.params.error_history):first_target]
+        fitted_epsilons = np.array([getattr(self._series.get(_key_name(key)), "epsilon",
+                                            self.params.min_band) for key in batch.keys])
+        epsilons = np.where(
+            np.isfinite(history).sum(axis=1) >= self.params.error_history // 2,
+            telemanom_thresholds(history, self.params.min_band) if history.shape[1]
+            else fitted_epsilons, fitted_epsilons)
         # smoothed_j = alpha * |e_j| + (1 - alpha) * smoothed_{j-1} > eps  <=>  |e_j| > half
         previous = np.nan_to_num(smoothed[:, first_target - 1:-1], nan=0.0) if first_target \
             else np.hstack([np.zeros((len(batch.keys), 1)),

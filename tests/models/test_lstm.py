@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from anomaly_sidecar.models.base import ModelParamError, SeriesBatch, build_params
-from anomaly_sidecar.models.lstm import LstmModel, LstmParams, telemanom_threshold
+from anomaly_sidecar.models.lstm import LstmModel, LstmParams, telemanom_thresholds
 from anomaly_sidecar.scoring import score_forecast
 
 SMALL = {"window": 16, "units": 16, "epochs": 8, "batch_size": 32, "error_history": 128}
@@ -133,13 +133,17 @@ def test_gaps_constant_and_short_series_do_not_break_it():
     assert not short.can_predict((("series", "s0"),))
 
 
-def test_telemanom_threshold_separates_a_clear_outlier():
+def test_telemanom_threshold_separates_a_clear_outlier_per_series():
     rng = np.random.default_rng(0)
-    errors = np.abs(rng.normal(0, 1, 500))
-    errors[250] = 30.0
-    epsilon = telemanom_threshold(errors, floor=0.01)
-    assert np.abs(errors).max() > epsilon > np.sort(errors)[-2]
-    assert telemanom_threshold(np.zeros(100), floor=0.2) == 0.2
+    errors = np.abs(rng.normal(0, 1, (3, 500)))
+    errors[0, 250] = 30.0
+    errors[1, 100:300] = np.nan   # gaps are ignored
+    errors[1, 400] = 50.0
+    errors[2] = 0.0               # nothing to separate: the floor
+    epsilons = telemanom_thresholds(errors, floor=0.2)
+    assert errors[0].max() > epsilons[0] > np.sort(errors[0])[-2]
+    assert 50.0 > epsilons[1] > np.sort(errors[1][np.isfinite(errors[1])])[-2]
+    assert epsilons[2] == 0.2
 
 
 @pytest.mark.parametrize(("raw", "key"), [({"window": 0}, "window"), ({"dropout": 1.0}, "dropout"),
