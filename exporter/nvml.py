@@ -35,6 +35,17 @@ _FIELD_UNAVAILABLE = {
     pynvml.NVML_ERROR_INSUFFICIENT_SIZE,
     pynvml.NVML_ERROR_VGPU_ECC_NOT_SUPPORTED,
 }
+# Of those, the ones that never change for a given GPU and driver: worth remembering.
+_NEVER_SUPPORTED = {pynvml.NVML_ERROR_NOT_SUPPORTED, pynvml.NVML_ERROR_FUNCTION_NOT_FOUND}
+_FIELD_VALUE_MEMBERS = {
+    pynvml.NVML_VALUE_TYPE_DOUBLE: "dVal",
+    pynvml.NVML_VALUE_TYPE_UNSIGNED_INT: "uiVal",
+    pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG: "ulVal",
+    pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG: "ullVal",
+    pynvml.NVML_VALUE_TYPE_SIGNED_LONG_LONG: "sllVal",
+    pynvml.NVML_VALUE_TYPE_SIGNED_INT: "siVal",
+    pynvml.NVML_VALUE_TYPE_UNSIGNED_SHORT: "usVal",
+}
 INIT_RETRY_SECONDS = 30.0
 
 
@@ -47,6 +58,27 @@ def is_field_unavailable(error: BaseException) -> bool:
     if isinstance(error, AttributeError):
         return True
     return isinstance(error, pynvml.NVMLError) and error.value in _FIELD_UNAVAILABLE
+
+
+def is_never_supported(error: BaseException) -> bool:
+    """True when asking again is pointless: the GPU or the library lacks the function."""
+    if isinstance(error, AttributeError):
+        return True
+    return isinstance(error, pynvml.NVMLError) and error.value in _NEVER_SUPPORTED
+
+
+def field_reading(field_value: Any) -> float | None:
+    """The number in one nvmlDeviceGetFieldValues entry; None if this field is unsupported.
+
+    Raises the entry's NVMLError when it says the GPU itself is broken (lost, unknown).
+    """
+    status = field_value.nvmlReturn
+    if status != pynvml.NVML_SUCCESS:
+        if status in _FIELD_UNAVAILABLE:
+            return None
+        raise pynvml.NVMLError(status)
+    member = _FIELD_VALUE_MEMBERS.get(field_value.valueType)
+    return None if member is None else float(getattr(field_value.value, member))
 
 
 def read_optional(function: Callable[..., T], *args: Any) -> T | None:

@@ -35,7 +35,7 @@ class SimulatedDevice:
 
     index: int
     fault: str | None = None
-    unsupported: set[str] = field(default_factory=set)
+    unsupported: set[str | int] = field(default_factory=set)  # function names, field ids
     mig_instances: int = 0
     processes: int = 0
 
@@ -154,18 +154,32 @@ class SimulatedNVML:
         return 30 + self._utilization_percent(handle.index) * 4 // 10
 
     def nvmlDeviceGetFieldValues(self, handle: _Handle, field_ids: list[int]) -> list:
-        self._device(handle, "nvmlDeviceGetFieldValues")
-        values = []
-        for field_id in field_ids:
-            if field_id == pynvml.NVML_FI_DEV_MEMORY_TEMP:
-                reading = 36 + self._utilization_percent(handle.index) * 4 // 10
-                values.append(SimpleNamespace(
-                    nvmlReturn=pynvml.NVML_SUCCESS, valueType=pynvml.NVML_VALUE_TYPE_UNSIGNED_INT,
-                    value=SimpleNamespace(uiVal=reading)))
-            else:
-                values.append(SimpleNamespace(nvmlReturn=pynvml.NVML_ERROR_NOT_SUPPORTED,
-                                              valueType=0, value=None))
-        return values
+        device = self._device(handle, "nvmlDeviceGetFieldValues")
+        return [self._field_value(device, field_id) for field_id in field_ids]
+
+    def _field_value(self, device: SimulatedDevice, field_id: int) -> SimpleNamespace:
+        """One entry as NVML fills it: a per-field status, a value type and a value union."""
+        busy = self._utilization_percent(device.index)
+        policies = range(pynvml.NVML_FI_DEV_PERF_POLICY_POWER,
+                         pynvml.NVML_FI_DEV_PERF_POLICY_TOTAL_BASE_CLOCKS + 1)
+        if field_id == pynvml.NVML_FI_DEV_MEMORY_TEMP:
+            kind, value = pynvml.NVML_VALUE_TYPE_UNSIGNED_INT, 36 + busy * 4 // 10
+        elif field_id == pynvml.NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION:  # mJ
+            kind = pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
+            value = 1_000_000_000 * (device.index + 1) + int(385_000 * self.clock())
+        elif field_id in policies:  # ns held back by this policy
+            kind = pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
+            value = int(self.clock() * 1e7) * device.index * (field_id - policies.start + 1)
+        elif field_id == pynvml.NVML_FI_DEV_PCIE_REPLAY_COUNTER:
+            kind, value = pynvml.NVML_VALUE_TYPE_UNSIGNED_INT, 2 * device.index
+        else:
+            kind, value = None, None
+        if kind is None or field_id in device.unsupported:
+            return SimpleNamespace(nvmlReturn=pynvml.NVML_ERROR_NOT_SUPPORTED, valueType=0,
+                                   value=None)
+        member = {pynvml.NVML_VALUE_TYPE_UNSIGNED_INT: "uiVal"}.get(kind, "ullVal")
+        return SimpleNamespace(nvmlReturn=pynvml.NVML_SUCCESS, valueType=kind,
+                               value=SimpleNamespace(**{member: value}))
 
     def nvmlDeviceGetPowerUsage(self, handle: _Handle) -> int:
         self._device(handle, "nvmlDeviceGetPowerUsage")
@@ -174,10 +188,6 @@ class SimulatedNVML:
     def nvmlDeviceGetEnforcedPowerLimit(self, handle: _Handle) -> int:
         self._device(handle, "nvmlDeviceGetEnforcedPowerLimit")
         return 700_000
-
-    def nvmlDeviceGetTotalEnergyConsumption(self, handle: _Handle) -> int:
-        self._device(handle, "nvmlDeviceGetTotalEnergyConsumption")
-        return 1_000_000_000 * (handle.index + 1) + int(385_000 * self.clock())
 
     def nvmlDeviceGetClockInfo(self, handle: _Handle, clock_type: int) -> int:
         self._device(handle, "nvmlDeviceGetClockInfo")
@@ -192,11 +202,6 @@ class SimulatedNVML:
             reasons |= pynvml.nvmlClocksEventReasonGpuIdle
         return reasons
 
-    def nvmlDeviceGetViolationStatus(self, handle: _Handle, policy: int) -> SimpleNamespace:
-        self._device(handle, "nvmlDeviceGetViolationStatus")
-        violation_ns = int(self.clock() * 1e7) * handle.index * (policy + 1)
-        return SimpleNamespace(referenceTime=0, violationTime=violation_ns)
-
     def nvmlDeviceGetTotalEccErrors(self, handle: _Handle, error_type: int, counter: int) -> int:
         self._device(handle, "nvmlDeviceGetTotalEccErrors")
         return 3 * handle.index if error_type == pynvml.NVML_MEMORY_ERROR_TYPE_CORRECTED else 0
@@ -204,10 +209,6 @@ class SimulatedNVML:
     def nvmlDeviceGetRemappedRows(self, handle: _Handle) -> tuple[int, int, int, int]:
         self._device(handle, "nvmlDeviceGetRemappedRows")
         return (handle.index, 0, 0, 0)
-
-    def nvmlDeviceGetPcieReplayCounter(self, handle: _Handle) -> int:
-        self._device(handle, "nvmlDeviceGetPcieReplayCounter")
-        return 2 * handle.index
 
     def nvmlDeviceGetFanSpeed(self, handle: _Handle) -> int:
         self._device(handle, "nvmlDeviceGetFanSpeed")
@@ -274,8 +275,9 @@ class SimulatedNVML:
 def parse_fault_spec(spec: str, simulated: SimulatedNVML) -> None:
     """Apply 'INDEX:WHAT,...' to the simulated devices (or 'driver:missing').
 
-    WHAT is one of lost, unknown, hang, unsupported=FUNCTION (a pynvml name), mig=N (N MIG
-    instances), processes=N, xid=N (one Xid event at start).
+    WHAT is one of lost, unknown, hang, unsupported=NAME (a pynvml function, or an NVML_FI_*
+    field of nvmlDeviceGetFieldValues), mig=N (N MIG instances), processes=N, xid=N (one Xid
+    event at start).
     """
     for entry in filter(None, (part.strip() for part in spec.split(","))):
         target, _, what = entry.partition(":")
@@ -293,6 +295,8 @@ def parse_fault_spec(spec: str, simulated: SimulatedNVML) -> None:
             device.fault = key
         elif key == "unsupported" and value.startswith("nvml"):
             device.unsupported.add(value)
+        elif key == "unsupported" and isinstance(getattr(pynvml, value, None), int):
+            device.unsupported.add(getattr(pynvml, value))  # an NVML_FI_* field id
         elif key in ("mig", "processes", "xid") and value.isdigit():
             if key == "mig":
                 device.mig_instances = int(value)
@@ -302,5 +306,5 @@ def parse_fault_spec(spec: str, simulated: SimulatedNVML) -> None:
                 simulated.inject_xid(device.index, int(value))
         else:
             raise FaultSpecError(
-                f"{entry!r}: expected INDEX:lost|unknown|hang|unsupported=nvmlFunction|mig=N|"
-                f"processes=N|xid=N")
+                f"{entry!r}: expected INDEX:lost|unknown|hang|unsupported=nvmlFunction|"
+                f"unsupported=NVML_FI_FIELD|mig=N|processes=N|xid=N")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from exporter.nvml import NvmlSession, read_field
+from exporter.nvml import NvmlSession
 from exporter.registry import Collector, CollectorFailed, ExporterOptions
 from exporter.worker import TimedWorker, WorkerBusy, WorkerTimeout
 
@@ -34,11 +34,3 @@ class NvmlCollector(Collector):
             raise CollectorFailed(
                 f"NVML did not answer within {self.timeout_seconds:g}s (a driver call is hung; "
                 f"no new call is started until it returns)") from error
-
-    def first_supported(self, function_names: list[str], *args: Any) -> Any:
-        """The first of several equivalent NVML getters (new name, then old) that is supported."""
-        for function_name in function_names:
-            value = read_field(self.session.nvml, function_name, *args)
-            if value is not None:
-                return value
-        return None

@@ -75,6 +75,53 @@ def test_unsupported_field_is_skipped_silently(caplog) -> None:
     assert not [record for record in caplog.records if record.levelno >= logging.INFO]
 
 
+def test_unsupported_batched_fields_are_skipped_one_by_one() -> None:
+    nvml = simulated(2, "0:unsupported=NVML_FI_DEV_MEMORY_TEMP,"
+                        "1:unsupported=nvmlDeviceGetFieldValues")
+    text = exposition(build_scrape(GPU_NAMES, nvml))
+    sensors = {(dict(labels)["gpu"], dict(labels)["sensor"])
+               for labels in samples(text, "aiinfra_gpu_temperature_celsius")}
+    assert sensors == {("0", "gpu"), ("1", "gpu")}
+    for name in ("aiinfra_gpu_energy_joules_total", "aiinfra_gpu_pcie_replays_total"):
+        assert set(by_label(text, name, "gpu")) == {"0"}, name
+    policies = {dict(labels)["policy"] for labels in samples(
+        text, "aiinfra_gpu_violation_seconds_total") if dict(labels)["gpu"] == "0"}
+    assert len(policies) == 8
+    assert by_label(text, "aiinfra_gpu_up", "gpu") == {"0": 1.0, "1": 1.0}
+
+
+def test_a_field_entry_reporting_a_lost_gpu_raises() -> None:
+    from types import SimpleNamespace
+
+    import pynvml
+
+    from exporter.nvml import field_reading
+
+    lost = SimpleNamespace(nvmlReturn=pynvml.NVML_ERROR_GPU_IS_LOST, valueType=0, value=None)
+    with pytest.raises(pynvml.NVMLError_GpuIsLost):
+        field_reading(lost)
+    unsupported = SimpleNamespace(nvmlReturn=pynvml.NVML_ERROR_NOT_SUPPORTED, valueType=0,
+                                  value=None)
+    assert field_reading(unsupported) is None
+
+
+def test_a_never_supported_function_is_not_asked_again(monkeypatch) -> None:
+    nvml = simulated(2, "0:unsupported=nvmlDeviceGetFanSpeed")
+    asked = []
+    original = nvml.nvmlDeviceGetFanSpeed
+
+    def counting(handle):
+        asked.append(handle.index)
+        return original(handle)
+
+    monkeypatch.setattr(nvml, "nvmlDeviceGetFanSpeed", counting)
+    scrape = build_scrape(GPU_NAMES, nvml)
+    for _ in range(3):
+        text = exposition(scrape)
+    assert asked.count(0) == 1 and asked.count(1) == 3
+    assert by_label(text, "aiinfra_gpu_fan_speed_ratio", "gpu") == {"1": 0.36}
+
+
 def test_missing_pynvml_function_counts_as_unsupported(monkeypatch) -> None:
     monkeypatch.delattr(SimulatedNVML, "nvmlDeviceGetRemappedRows")  # as in an older pynvml
     text = exposition(build_scrape(GPU_NAMES, simulated(1)))
