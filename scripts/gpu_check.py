@@ -22,8 +22,8 @@ sys.path.insert(0, str(REPO_ROOT))
 from prometheus_client import CollectorRegistry  # noqa: E402
 
 from exporter.collectors.gpu import GpuCollector, declare_families  # noqa: E402
-from exporter.collectors.gpu_families import FamilyBook  # noqa: E402
 from exporter.exposition import render  # noqa: E402
+from exporter.families import FamilyBook  # noqa: E402
 from exporter.nvml import NvmlSession, NvmlUnavailable  # noqa: E402
 from exporter.registry import (  # noqa: E402
     COLLECTORS,

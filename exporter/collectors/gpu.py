@@ -14,8 +14,7 @@ from typing import Any
 import pynvml
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from exporter.collectors.gpu_families import FamilyBook
-from exporter.collectors.nvml_base import NvmlCollector
+from exporter.families import FamilyBook
 from exporter.nvml import (
     GpuDevice,
     describe_error,
@@ -24,6 +23,7 @@ from exporter.nvml import (
     is_never_supported,
     read_field,
 )
+from exporter.nvml_collector import NvmlCollector
 from exporter.registry import ExporterOptions, register
 
 LOG = logging.getLogger("exporter.gpu")

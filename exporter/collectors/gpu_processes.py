@@ -8,9 +8,9 @@ from typing import Any
 import pynvml
 from prometheus_client.core import Metric
 
-from exporter.collectors.gpu_families import FamilyBook
-from exporter.collectors.nvml_base import NvmlCollector
+from exporter.families import FamilyBook
 from exporter.nvml import read_field, text
+from exporter.nvml_collector import NvmlCollector
 from exporter.registry import register
 
 
