@@ -173,6 +173,9 @@ class SchedulerRunner:
             self.metrics.run_errors.labels(*labels).inc()
             log.error("fit of %s failed: %s", job.labels, error)
             return False
+        if self._stopping.is_set():
+            log.info("discarding the fit of %s: its scheduler was stopped (reload)", job.labels)
+            return False
         first_model = job.model is None
         job.model, job.fitted_at = model, now
         if first_model:

@@ -138,12 +138,14 @@ class FaultProxy:
         """While > 0, requests are answered 503 (and counted down), then forwarded again."""
         self.slow_seconds = slow_seconds
         self.requests_seen = 0
+        self.last_headers: dict[str, str] = {}
         self.port = free_port()
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 proxy.requests_seen += 1
+                proxy.last_headers = dict(self.headers.items())
                 if proxy.mode == "down":
                     self.close_connection = True
                     self.connection.shutdown(2)
@@ -157,7 +159,9 @@ class FaultProxy:
                     return
                 if proxy.mode == "slow":
                     time.sleep(proxy.slow_seconds)
-                answer = requests.get(proxy.upstream + self.path, timeout=30)
+                forwarded = {name: value for name, value in self.headers.items()
+                             if name.lower() == "authorization"}
+                answer = requests.get(proxy.upstream + self.path, headers=forwarded, timeout=30)
                 self.send_response(answer.status_code)
                 self.send_header("Content-Type", answer.headers.get("Content-Type", "text/plain"))
                 self.send_header("Content-Length", str(len(answer.content)))

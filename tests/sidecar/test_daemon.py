@@ -258,6 +258,14 @@ def test_backend_outage_keeps_last_scores_and_recovers(stack, tmp_path):
             assert "reload failed" in sidecar.log()
             assert "models.m.type: unknown model type 'no_such_model'" in sidecar.log()
 
+            config.write_text(config.read_text().replace("type: no_such_model", "type: zscore"))
+            sidecar.process.send_signal(signal.SIGHUP)
+            wait_for(lambda: total(url, "anomaly_sidecar_config_last_reload_successful") == 1,
+                     10, message="good reload reported")
+            wait_for(lambda: total(url, "anomaly_sidecar_model_runs_total", stage="fit") >= 2,
+                     10, message="the changed model refitted")
+            assert "configuration reloaded" in sidecar.log()
+
 
 def test_bad_promql_is_reported_at_start_from_the_backend(stack, tmp_path):
     body = ZSCORE_BODY.replace('test_value{series=~"a|b"}', "rate(test_value[1m]")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import requests
 
-from anomaly_sidecar.config import ReaderConfig
+from anomaly_sidecar.config import BasicAuth, ReaderConfig
 from anomaly_sidecar.reader import PromReader, QueryRejected, ReaderError, step_grid
 from tests.sidecar.helpers import FaultProxy, scraping_backend
 from tests.support.services import victoria_metrics, wait_for
@@ -107,6 +107,27 @@ def test_retries_5xx_then_succeeds_and_reports_unreachable(tmp_path):
     unreachable = PromReader(ReaderConfig(url=proxy.url, max_retries=1, timeout_seconds=1))
     with pytest.raises(ReaderError, match=r"cannot reach .* \(after 2 attempts\)"):
         unreachable.query_range("up", now - 10, now, 1.0)
+
+
+def test_auth_and_tenant_headers_reach_the_backend(tmp_path):
+    """Basic auth is checked by a real VictoriaMetrics (-httpAuth.*); the bearer token file
+    and custom headers (X-Scope-OrgID) are seen on the wire by the proxy in front of it."""
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret\n")
+    with victoria_metrics(tmp_path / "vm", ["-httpAuth.username=reader",
+                                            "-httpAuth.password=pw"]) as service:
+        with pytest.raises(QueryRejected, match="answered 401"):
+            PromReader(ReaderConfig(url=service.url)).check_query("up")
+        authorised = PromReader(ReaderConfig(url=service.url,
+                                             basic_auth=BasicAuth("reader", "pw")))
+        authorised.check_query("up")
+        with FaultProxy(service.url) as proxy:
+            reader = PromReader(ReaderConfig(url=proxy.url, bearer_token_file=str(token_file),
+                                             headers={"X-Scope-OrgID": "team-a"}))
+            with pytest.raises(QueryRejected, match="answered 401"):
+                reader.check_query("up")
+            assert proxy.last_headers["Authorization"] == "Bearer s3cret"
+            assert proxy.last_headers["X-Scope-OrgID"] == "team-a"
 
 
 def test_step_grid_is_aligned():
