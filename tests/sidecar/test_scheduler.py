@@ -1,0 +1,63 @@
+"""One fit and one inference through SchedulerRunner against a real VictoriaMetrics holding
+imported data: detection_direction, min_dev_from_expected and min_samples reach the output."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+from prometheus_client import CollectorRegistry
+
+from anomaly_sidecar.config import parse_config
+from anomaly_sidecar.reader import PromReader
+from anomaly_sidecar.scheduler import Job, SchedulerRunner
+from anomaly_sidecar.writer import OutputCollector, SelfMetrics
+from tests.sidecar.test_reader import import_lines
+from tests.support.services import victoria_metrics, wait_for
+
+MODELS = {
+    "both": {"type": "zscore", "window": 30},
+    "above_only": {"type": "zscore", "window": 30, "detection_direction": "above"},
+    "below_only": {"type": "zscore", "window": 30, "detection_direction": "below"},
+    "tolerant": {"type": "zscore", "window": 30, "min_dev_from_expected": 50.0},
+    "cautious": {"type": "zscore", "window": 30, "min_samples": 500},
+}
+
+
+def test_direction_min_dev_and_warm_up_shape_the_scores(tmp_path):
+    step = 60.0
+    end = math.floor(time.time() / step) * step - step
+    stamps = end - step * np.arange(99, -1, -1)
+    rng = np.random.default_rng(0)
+    values = 100 + rng.normal(0, 1, len(stamps))
+    values[-1] = 80.0
+    with victoria_metrics(tmp_path / "vm", ["-search.latencyOffset=0s"]) as service:
+        import_lines(service.url, {"drop": list(zip(stamps, values, strict=True))})
+        config = parse_config({
+            "reader": {"url": service.url},
+            "queries": {"q": {"expr": "imported", "step": "1m"}},
+            "models": MODELS,
+            "schedulers": {"s": {"fit_every": "1h", "fit_window": "2h", "infer_every": "1m"}},
+        }, "inline")
+        outputs = OutputCollector()
+        runner = SchedulerRunner(config.schedulers["s"], [], PromReader(config.reader),
+                                 outputs, SelfMetrics(CollectorRegistry()), clock=lambda: end + 1)
+        reader = runner.reader
+        wait_for(lambda: reader.query_range("imported", end - 600, end, step).keys, 20)
+        for alias in MODELS:
+            job = Job(config.schedulers["s"], config.models[alias], "q", config.queries["q"],
+                      None)
+            assert runner.fit(job) and runner.infer(job)
+    scores, warm = {}, {}
+    for metric in outputs.collect():
+        for sample in metric.samples:
+            target = scores if metric.name == "anomaly_score" else warm
+            if metric.name in ("anomaly_score", "anomaly_sidecar_model_warm"):
+                target[sample.labels["model_alias"]] = sample.value
+    assert scores["both"] > 1
+    assert scores["below_only"] == scores["both"]
+    assert scores["above_only"] == 0
+    assert scores["tolerant"] == 0
+    assert "cautious" not in scores and warm["cautious"] == 0
+    assert warm["both"] == 1
