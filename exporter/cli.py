@@ -113,7 +113,8 @@ def build_nvml(simulate: int | None, faults: str) -> NvmlSession:
               help="FOR TESTS AND DEMOS ONLY: serve N simulated GPUs instead of calling NVML.")
 @click.option("--gpu.simulate-faults", "simulate_faults", default="",
               help="FOR TESTS: e.g. '1:lost,2:unknown,3:hang,0:unsupported=nvmlDeviceGetFanSpeed,"
-                   "0:mig=2,0:processes=2,0:xid=79' or 'driver:missing'.")
+                   "0:unsupported=NVML_FI_DEV_MEMORY_TEMP,0:mig=2,0:processes=2,0:xid=79' or "
+                   "'driver:missing'.")
 @click.option("--log.level", "log_level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @_collector_switches

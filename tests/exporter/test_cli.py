@@ -142,3 +142,16 @@ def test_importing_and_running_the_exporter_never_loads_tensorflow() -> None:
                             cwd=REPO_ROOT, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "HEAVY []" in result.stdout, result.stdout
+
+
+def test_hung_nvml_scrape_answers_within_the_flag_timeout(tmp_path) -> None:
+    with exporter_process(tmp_path, "--gpu.simulate=2", "--gpu.simulate-faults=1:hang",
+                          "--collector.gpu.timeout=300ms") as exporter:
+        for _ in range(3):
+            started = time.monotonic()
+            text = requests.get(exporter.url + "/metrics", timeout=10).text
+            assert time.monotonic() - started < 2.0
+            success = collector_success(text)
+            assert success["gpu"] == 0.0 and success["cpu"] == 1.0
+        log = exporter.log()
+    assert "did not answer within 0.3s" in log

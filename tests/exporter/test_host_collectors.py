@@ -118,3 +118,25 @@ def test_a_collector_bug_does_not_break_the_scrape(monkeypatch) -> None:
     monkeypatch.setattr(psutil, "net_io_counters", broken)
     text = exposition(build_scrape(["netdev", "memory"]))
     assert collector_success(text) == {"netdev": 0.0, "memory": 1.0}
+
+
+def test_hung_statvfs_fails_only_the_filesystem_collector(monkeypatch) -> None:
+    import threading
+    import time
+
+    release = threading.Event()
+    real_statvfs = os.statvfs
+
+    def hanging_statvfs(path):
+        release.wait(30)
+        return real_statvfs(path)
+
+    monkeypatch.setattr(os, "statvfs", hanging_statvfs)
+    scrape = build_scrape(["filesystem", "loadavg"], filesystem_timeout_seconds=0.2)
+    try:
+        started = time.monotonic()
+        text = exposition(scrape)
+        assert time.monotonic() - started < 1.5
+        assert collector_success(text) == {"filesystem": 0.0, "loadavg": 1.0}
+    finally:
+        release.set()
