@@ -22,6 +22,8 @@ SERIES_BLOCK = 2048
 
 GAUSS_NEWTON_ITERATIONS = 8
 STEP_HALVINGS = 5
+CONVERGED_CHANGE = 1e-6
+"""A series stops iterating once no coefficient moves by more than this."""
 MAX_AR_ROOT_RADIUS = 0.999
 MAX_MA_ROOT_RADIUS = 0.95
 """Steps leaving the stationary/invertible region are refused: an explosive AR or a
@@ -66,8 +68,9 @@ def _batched_least_squares(design: np.ndarray, target: np.ndarray) -> np.ndarray
     valid = np.isfinite(target) & np.isfinite(design).all(axis=2)
     design = np.where(valid[..., None], design, 0.0)
     target = np.where(valid, target, 0.0)
-    gram = np.einsum("ntk,ntl->nkl", design, design)
-    moment = np.einsum("ntk,nt->nk", design, target)
+    transposed = design.transpose(0, 2, 1)
+    gram = transposed @ design
+    moment = (transposed @ target[..., None])[..., 0]
     scale = np.maximum(np.trace(gram, axis1=1, axis2=2) / max(design.shape[2], 1), 1e-12)
     gram += np.eye(design.shape[2])[None] * (1e-8 * scale)[:, None, None]
     return np.linalg.solve(gram, moment[..., None])[..., 0]
@@ -81,7 +84,7 @@ def _css_residuals(centred: np.ndarray, phi: np.ndarray, theta: np.ndarray) -> n
     residuals = np.zeros((n_series, length))
     ar_part = np.zeros((n_series, length))
     if p:
-        ar_part = np.einsum("ntk,nk->nt", _lagged(centred, p), phi)
+        ar_part = (_lagged(centred, p) @ phi[..., None])[..., 0]
     with np.errstate(over="ignore", invalid="ignore"):
         for t in range(length):
             ma_part = np.zeros(n_series)
@@ -113,8 +116,17 @@ def _estimate_block(values: np.ndarray, order: tuple[int, int, int]) -> ArimaCoe
         warnings.simplefilter("ignore", RuntimeWarning)
         mu = np.nan_to_num(np.nanmean(differenced, axis=1)) if d == 0 else np.zeros(n_series)
     phi, theta = _hannan_rissanen(differenced - mu[:, None], p, q)
-    for _ in range(GAUSS_NEWTON_ITERATIONS if p + q else 0):
-        phi, theta, mu = _gauss_newton_step(differenced, phi, theta, mu, estimate_mean=d == 0)
+    active = np.arange(n_series) if p + q else np.arange(0)
+    for _ in range(GAUSS_NEWTON_ITERATIONS):
+        if not len(active):
+            break
+        new_phi, new_theta, new_mu = _gauss_newton_step(
+            differenced[active], phi[active], theta[active], mu[active], estimate_mean=d == 0)
+        change = np.maximum(np.abs(new_phi - phi[active]).max(axis=1, initial=0.0),
+                            np.abs(new_theta - theta[active]).max(axis=1, initial=0.0))
+        change = np.maximum(change, np.abs(new_mu - mu[active]) / (1.0 + np.abs(mu[active])))
+        phi[active], theta[active], mu[active] = new_phi, new_theta, new_mu
+        active = active[change > CONVERGED_CHANGE]
     residuals = _css_residuals(differenced - mu[:, None], phi, theta)
     burn_in = p + q
     observed = np.isfinite(differenced[:, burn_in:])
@@ -132,7 +144,7 @@ def _hannan_rissanen(centred: np.ndarray, p: int, q: int) -> tuple[np.ndarray, n
     if q:
         long_lags = _lagged(centred, max(2 * (p + q), 10))
         long_ar = _batched_least_squares(long_lags, centred)
-        innovations = centred - np.einsum("ntk,nk->nt", long_lags, long_ar)
+        innovations = centred - (long_lags @ long_ar[..., None])[..., 0]
         regressors.append(_lagged(innovations, q))
     coefficients = _batched_least_squares(np.concatenate(regressors, axis=2), centred)
     phi, theta = coefficients[:, :p], coefficients[:, p:]
@@ -158,21 +170,27 @@ def _gauss_newton_step(differenced: np.ndarray, phi: np.ndarray, theta: np.ndarr
     gradients = _ma_filter(np.concatenate(columns, axis=2), theta)
     target = np.where(np.isfinite(centred), residuals, np.nan)
     step = _batched_least_squares(gradients, target)
-    current = _css(differenced, phi, theta, mu)
+    with np.errstate(over="ignore", invalid="ignore"):
+        current = np.nan_to_num((residuals ** 2).sum(axis=1), nan=np.inf)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         low, high = np.nanmin(differenced, axis=1), np.nanmax(differenced, axis=1)
-    accepted = np.zeros(len(mu), dtype=bool)
+    pending = np.arange(len(mu))
+    phi, theta, mu = phi.copy(), theta.copy(), mu.copy()
     for _ in range(STEP_HALVINGS):
-        candidate_phi = phi + step[:, :p]
-        candidate_theta = theta + step[:, p:p + q]
-        candidate_mu = np.clip(mu + step[:, p + q], low, high) if estimate_mean else mu
-        better = (~accepted & _admissible(candidate_phi, candidate_theta)
-                  & (_css(differenced, candidate_phi, candidate_theta, candidate_mu) < current))
-        phi = np.where(better[:, None], candidate_phi, phi)
-        theta = np.where(better[:, None], candidate_theta, theta)
-        mu = np.where(better, candidate_mu, mu)
-        accepted |= better
+        candidate_phi = phi[pending] + step[pending, :p]
+        candidate_theta = theta[pending] + step[pending, p:p + q]
+        candidate_mu = (np.clip(mu[pending] + step[pending, p + q], low[pending], high[pending])
+                        if estimate_mean else mu[pending])
+        better = _admissible(candidate_phi, candidate_theta) & (
+            _css(differenced[pending], candidate_phi, candidate_theta, candidate_mu)
+            < current[pending])
+        taken = pending[better]
+        phi[taken], theta[taken], mu[taken] = (candidate_phi[better], candidate_theta[better],
+                                               candidate_mu[better])
+        pending = pending[~better]
+        if not len(pending):
+            break
         step = step / 2
     return phi, theta, mu
 
