@@ -44,7 +44,7 @@ from tests.support.services import victoria_metrics  # noqa: E402
 STEP_SECONDS = 60
 MODELS = {"zscore": {"type": "zscore"}, "mad": {"type": "mad"},
           "arima": {"type": "arima", "order": [1, 1, 1]}}
-STATSMODELS_SAMPLE = 20
+STATSMODELS_SAMPLE = 50
 
 
 def synthetic_values(n_series: int, n_points: int, seed: int = 0) -> np.ndarray:
