@@ -163,11 +163,12 @@ class SchedulerRunner:
         started = time.monotonic()
         now = self.clock()
         try:
-            window = min(self.config.fit_window_seconds,
-                         job.query.data_range_seconds or math.inf)
-            batch = self.reader.query_range(job.query.expr, now - window, now,
-                                            job.query.step_seconds)
             model = build_model(job.model_config)
+            step = job.query.step_seconds
+            window = min(self.config.fit_window_seconds,
+                         job.query.data_range_seconds or math.inf,
+                         (model.fit_points or math.inf) * step)
+            batch = self.reader.query_range(job.query.expr, now - window, now, step)
             model.fit(batch)
         except Exception as error:  # a failed fit keeps the old model serving
             self.metrics.run_errors.labels(*labels).inc()

@@ -105,6 +105,9 @@ class Sidecar:
                 log.error("reload failed, keeping the running configuration: %s", error)
                 self.metrics.reload_successful.set(0)
                 return False
+            if config.server != self.config.server:
+                log.warning("server section changed: the listen address and metric names "
+                            "take effect at the next restart, not on reload")
             previous_jobs = [job for runner in self.runners for job in runner.jobs]
             self._stop_runners()
             self.config = config

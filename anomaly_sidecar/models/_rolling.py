@@ -71,8 +71,12 @@ class RollingModel(Model):
     def context_points(self) -> int:
         return self.params.window
 
+    @property
+    def fit_points(self) -> int:
+        return self.params.window
+
     def fit(self, batch: SeriesBatch) -> None:
-        """Rolling baselines adapt at every point, so fitting only checks the batch's shape."""
+        """Rolling baselines adapt at every point: there is nothing to learn."""
 
     def predict(self, batch: SeriesBatch, n_targets: int) -> Forecast:
         windows = target_windows(batch, n_targets, self.params.window)

@@ -69,6 +69,10 @@ class ArimaModel(Model):
         p, d, q = self.params.order
         return p + d + q + FILTER_WARM_UP
 
+    @property
+    def fit_points(self) -> int:
+        return self.params.max_fit_points
+
     def fit(self, batch: SeriesBatch) -> None:
         values = batch.tail(self.params.max_fit_points).values
         if self.params.implementation == "statsmodels":

@@ -105,6 +105,13 @@ class Model(ABC):
     def context_points(self) -> int:
         """How many points before the first target `predict` wants to see (warm-up included)."""
 
+    @property
+    def fit_points(self) -> int | None:
+        """How many of the newest points `fit` looks at (None: the whole fit_window), so the
+        daemon reads no more history than that: 10,000 series x 1d at 15s would otherwise be
+        57.6M points per fit."""
+        return None
+
     @abstractmethod
     def fit(self, batch: SeriesBatch) -> None:
         """Learn from the history in batch (the fit_window). May be slow; runs off the serving
