@@ -2,21 +2,29 @@
 
 Why not alarm on the raw forecast error: series differ wildly in noise, and a fixed band of
 "k sigma" either floods a noisy series with alarms or sleeps through a quiet one. Following
-Numenta's anomaly likelihood (Ahmad et al., Neurocomputing 2017), each point's forecast error is
-normalised by the range seen so far, averaged over a few recent points, and compared with the
-distribution of that average over a long history of the same series. The tail probability p of
-the recent average is put on a log scale, u = log(p) / log(1e-10), so one fixed threshold means
-the same rarity on every series; anomaly_score = u / alarm_level, so > 1 means "rarer than the
-alarm level" as the output contract requires. On top of it:
+Numenta's anomaly likelihood (Ahmad et al., Neurocomputing 2017), each point gets a raw error in
+units of the range seen so far, the errors are averaged over a few recent points, and that
+average is compared with its own distribution over a long history of the same series. The tail
+probability p is put on a log scale, u = log(p) / log(1e-10), so one fixed threshold means the
+same rarity on every series; anomaly_score = u / alarm_level, so > 1 means "rarer than the alarm
+level" as the output contract requires.
+
+The raw error is the novelty of the latest `width` points: the RMS distance from that window to
+the nearest earlier, non-overlapping window within `novelty_lookback` points (a nearest-neighbour
+"have we seen this shape before?", which is what a good forecaster's error measures on
+repetitive infrastructure series, without training). Width 0 stands for the error of the
+last-value forecast. On top of the likelihood:
 
 - a value leaving the running [min, max] by more than `spatial_tolerance` of the range scores
   the maximum (u = 1): a new extreme is an anomaly however noisy the series was;
 - after an alarm the detector stays quiet for `quiet_points` points, since an anomaly raises
   the error for a while and every further alarm would be a repeat.
 
-Everything is computed causally inside `predict` from the context it is given (the forecast of
-column j uses only columns < j), so the detector learns online from the first rows, needs no
-fit, and the daemon, backtest and benchmark run the very same arithmetic.
+Everything is computed causally inside `predict` from the context it is given (the score of
+column j uses only columns <= j, its forecast only columns < j), so the detector learns online
+from the first rows, needs no fit, and the daemon, backtest and benchmark run the very same
+arithmetic. yhat is the last value; the band drawn around it is where a steady error of that
+size would reach the alarm level (an approximation for display; the score is the model's own).
 """
 
 from __future__ import annotations
@@ -34,31 +42,35 @@ from anomaly_sidecar.models.base import Forecast, Model, ModelParamError, ModelP
 _TINY = 1e-12
 _LOG_FLOOR = 1e-10  # u = log(p) / log(1e-10): p at or below 1e-10 scores u = 1
 _STATE_FILE = "likelihood.json"
+_NOVELTY_BLOCK = 256
 
 
 @dataclass(frozen=True)
 class LikelihoodParams(ModelParams):
     """Defaults were chosen on the NAB corpus (see README); they are what a user gets."""
 
-    history: int = 2000
+    history: int = 1000
     """Points of error history the tail probability is measured against."""
     error_window: int = 10
     """Recent errors averaged before comparing with the history (Numenta: 10)."""
     min_history: int = 150
     """Points of history needed before the detector scores anything."""
-    alarm_level: float = 0.5
-    """u at which anomaly_score reaches 1; 0.5 is a tail probability of 1e-5."""
+    alarm_level: float = 0.3
+    """u at which anomaly_score reaches 1; 0.3 is a tail probability of 1e-3."""
     spatial_tolerance: float = 0.05
     """Fraction of the running range a value may exceed it by before it is a spatial anomaly."""
-    quiet_points: int = 300
+    quiet_points: int = 30
     """Points after an alarm during which further alarms are suppressed."""
     min_error_mean: float = 0.03
     """Lower bound of the error distribution's mean (Numenta's), so near-perfect forecasts do
     not turn every tiny wiggle into an alarm."""
     min_error_std: float = 0.0173
     """Lower bound of its standard deviation (Numenta's variance floor 0.0003)."""
-    novelty_width: int = 0
+    novelty_widths: tuple[int, ...] = (20,)
+    """Window lengths whose novelty is scored (the maximum score counts); 0 = last-value
+    forecast error."""
     novelty_lookback: int = 1000
+    """How far back the nearest earlier window is searched."""
 
     def validate(self) -> None:
         for key in ("history", "error_window", "min_history"):
@@ -72,6 +84,11 @@ class LikelihoodParams(ModelParams):
             raise ModelParamError("spatial_tolerance", "must be >= 0")
         if self.quiet_points < 0:
             raise ModelParamError("quiet_points", "must be >= 0")
+        if not self.novelty_widths or min(self.novelty_widths) < 0:
+            raise ModelParamError("novelty_widths", "must be a non-empty list of widths >= 0 "
+                                  "(0 = the last-value forecast error)")
+        if self.novelty_lookback <= 2 * max(self.novelty_widths):
+            raise ModelParamError("novelty_lookback", "must exceed twice the largest width")
         if self.min_error_mean < 0 or self.min_error_std <= 0:
             raise ModelParamError("min_error_std", "floors must be >= 0 (std > 0)")
 
@@ -112,23 +129,30 @@ def _running_extremes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _novelty(values: np.ndarray, width: int, lookback: int) -> np.ndarray:
     """RMS distance from the window of `width` points ending at each column to the nearest
-    earlier, non-overlapping window at most `lookback` columns back (NaN if none)."""
+    earlier, non-overlapping window at most `lookback` columns back (NaN if none). Computed in
+    blocks of windows against their band of candidates, so the cost is O(n * lookback)."""
     novelty = np.full_like(values, np.nan)
     n_windows = values.shape[1] - width + 1
-    if n_windows <= width:
-        return novelty
-    positions = np.arange(n_windows)
-    candidates = ((positions[None, :] <= positions[:, None] - width)
-                  & (positions[None, :] >= positions[:, None] - lookback))
     for row in range(values.shape[0]):
+        if n_windows <= width:
+            break
         centred = values[row] - np.nanmedian(values[row])
         windows = np.lib.stride_tricks.sliding_window_view(centred, width)
         valid = np.isfinite(windows).all(axis=1)
         windows = np.where(valid[:, None], windows, 0.0)
         norms = (windows * windows).sum(axis=1)
-        distance = norms[:, None] + norms[None, :] - 2.0 * windows @ windows.T
-        distance = np.where(candidates & valid[None, :], distance, np.inf).min(axis=1)
-        nearest = np.sqrt(np.maximum(distance, 0.0) / width)
+        nearest = np.full(n_windows, np.inf)
+        for start in range(width, n_windows, _NOVELTY_BLOCK):
+            queries = np.arange(start, min(n_windows, start + _NOVELTY_BLOCK))
+            first, last = max(0, start - lookback), queries[-1] - width + 1
+            candidates = np.arange(first, last)
+            distance = (norms[queries, None] + norms[None, first:last]
+                        - 2.0 * windows[queries] @ windows[first:last].T)
+            allowed = ((candidates[None, :] <= queries[:, None] - width)
+                       & (candidates[None, :] >= queries[:, None] - lookback)
+                       & valid[None, first:last])
+            nearest[queries] = np.where(allowed, distance, np.inf).min(axis=1)
+        nearest = np.sqrt(np.maximum(nearest, 0.0) / width)
         novelty[row, width - 1:] = np.where(valid & np.isfinite(nearest), nearest, np.nan)
     return novelty
 
@@ -148,8 +172,31 @@ def _suppress_repeats(score: np.ndarray, quiet_points: int) -> np.ndarray:
     return kept
 
 
+def _likelihood_score(error: np.ndarray, params: LikelihoodParams
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """u = log(p) / log(1e-10) for the tail probability p of the recent mean error under a
+    normal fitted to the preceding `history` recent means; also that mean and std."""
+    recent_sum, recent_count = _window_sums(error, params.error_window)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recent = np.where(recent_count > 0, recent_sum / np.maximum(recent_count, 1), np.nan)
+    # the history excludes the current point: its distribution is what came before
+    history = np.full_like(recent, np.nan)
+    history[:, 1:] = recent[:, :-1]
+    hist_sum, hist_count = _window_sums(history, params.history)
+    hist_sq, _ = _window_sums(history * history, params.history)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = hist_sum / np.maximum(hist_count, 1)
+        variance = np.maximum(hist_sq / np.maximum(hist_count, 1) - mean * mean, 0.0)
+    mean = np.maximum(mean, params.min_error_mean)
+    std = np.maximum(np.sqrt(variance), params.min_error_std)
+    z_score = np.maximum((recent - mean) / std, 0.0)
+    tail = 0.5 * erfc(z_score / math.sqrt(2.0))
+    log_score = np.clip(np.log(tail + _LOG_FLOOR) / math.log(_LOG_FLOOR), 0.0, 1.0)
+    return np.where(hist_count >= params.min_history, log_score, 0.0), mean, std
+
+
 class LikelihoodModel(Model):
-    """Numenta-style anomaly likelihood over a last-value forecast; see the module docstring."""
+    """Numenta-style anomaly likelihood over window novelty; see the module docstring."""
 
     type_name = "likelihood"
     Params = LikelihoodParams
@@ -169,39 +216,28 @@ class LikelihoodModel(Model):
         yhat = _previous_finite(values)
         low, high = _running_extremes(values)
         value_range = high - low
-        if params.novelty_width > 0:
-            deviation = _novelty(values, params.novelty_width, params.novelty_lookback)
-        else:
-            deviation = np.abs(values - yhat)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            error = np.minimum(deviation / np.maximum(value_range, _TINY), 1.0)
-        error = np.where(np.isfinite(values) & np.isfinite(yhat), error, np.nan)
-        recent_sum, recent_count = _window_sums(error, params.error_window)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            recent = np.where(recent_count > 0, recent_sum / np.maximum(recent_count, 1), np.nan)
-        # the history excludes the current point: its distribution is what came before
-        history = np.full_like(recent, np.nan)
-        history[:, 1:] = recent[:, :-1]
-        hist_sum, hist_count = _window_sums(history, params.history)
-        hist_sq, _ = _window_sums(history * history, params.history)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = hist_sum / np.maximum(hist_count, 1)
-            variance = np.maximum(hist_sq / np.maximum(hist_count, 1) - mean * mean, 0.0)
-        mean = np.maximum(mean, params.min_error_mean)
-        std = np.maximum(np.sqrt(variance), params.min_error_std)
-        z_score = np.maximum((recent - mean) / std, 0.0)
-        tail = 0.5 * erfc(z_score / math.sqrt(2.0))
-        log_score = np.clip(np.log(tail + _LOG_FLOOR) / math.log(_LOG_FLOOR), 0.0, 1.0)
-        log_score = np.where(hist_count >= params.min_history, log_score, 0.0)
+        scale = np.maximum(value_range, _TINY)
+        log_score, mean, std = None, None, None
+        for width in params.novelty_widths:
+            deviation = (_novelty(values, width, params.novelty_lookback) if width > 0
+                         else np.abs(values - yhat))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                error = np.minimum(deviation / scale, 1.0)
+            error = np.where(np.isfinite(values) & np.isfinite(yhat), error, np.nan)
+            width_score, width_mean, width_std = _likelihood_score(error, params)
+            if log_score is None:
+                log_score, mean, std = width_score, width_mean, width_std
+            else:
+                log_score = np.fmax(log_score, width_score)
+        log_score = np.where(np.isfinite(values) & np.isfinite(yhat), log_score, np.nan)
         tolerance = params.spatial_tolerance * value_range
         spatial = (value_range > 0) & ((values > high + tolerance) | (values < low - tolerance))
         log_score = np.where(spatial, 1.0, log_score)
-        score = _suppress_repeats(np.where(np.isfinite(error), log_score, np.nan)
-                                  / params.alarm_level, params.quiet_points)
+        score = _suppress_repeats(log_score / params.alarm_level, params.quiet_points)
         # Band: the error at which the score would reach 1 with a steady recent error level,
         # i.e. mean + z(alarm) * std in range units; an approximation for display.
         z_alarm = -float(ndtri(_LOG_FLOOR ** params.alarm_level))
-        half_width = (mean + z_alarm * std) * np.maximum(value_range, _TINY)
+        half_width = (mean + z_alarm * std) * scale
         targets = slice(values.shape[1] - n_targets, values.shape[1])
         return Forecast(yhat=yhat[:, targets], yhat_lower=(yhat - half_width)[:, targets],
                         yhat_upper=(yhat + half_width)[:, targets],
