@@ -119,6 +119,16 @@ def read_csv(path: Path) -> Series:
     return Series(labels, np.asarray(seconds), np.asarray(values, dtype=float))
 
 
+def series_from_range(batch: SeriesBatch, source: str) -> Series:
+    """The one series of a Prometheus range result (grid points without a sample are gaps)."""
+    if len(batch.keys) != 1:
+        raise BacktestInputError(f"{source}: returned {len(batch.keys)} series; the backtest "
+                                 "takes exactly one (narrow the query with label matchers)")
+    labels = [datetime.fromtimestamp(moment, tz=UTC).isoformat() for moment in batch.timestamps]
+    return Series(labels, np.asarray(batch.timestamps, dtype=float),
+                  np.asarray(batch.values[0], dtype=float))
+
+
 def refit_points(n_points: int, cadence: Cadence) -> list[int]:
     """Positions before which the model is refitted: min_samples, doubling until the gap
     reaches fit_every, then every fit_every."""

@@ -6,8 +6,11 @@ figures a user reproduces are those of the defaults they run.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import click
@@ -15,11 +18,14 @@ import click
 from anomaly_sidecar.backtest import (
     BacktestInputError,
     Cadence,
+    Series,
     read_csv,
     run_backtest,
+    series_from_range,
     write_csv,
 )
-from anomaly_sidecar.config import ConfigError, ModelConfig, load_config
+from anomaly_sidecar.config import ConfigError, ModelConfig, ReaderConfig, load_config
+from anomaly_sidecar.durations import parse_duration
 
 DEFAULT_CONFIG = Path(__file__).with_name("default_config.yaml")
 DEFAULT_FIT_EVERY_SECONDS = 86400.0
@@ -34,6 +40,7 @@ class BacktestSetup:
     model: ModelConfig
     fit_every_seconds: float
     fit_window_seconds: float
+    reader: ReaderConfig
 
 
 def resolve_setup(config_path: Path | None, alias: str | None) -> BacktestSetup:
@@ -49,30 +56,71 @@ def resolve_setup(config_path: Path | None, alias: str | None) -> BacktestSetup:
     for scheduler in config.schedulers.values():
         if alias in scheduler.models:
             return BacktestSetup(config.models[alias], scheduler.fit_every_seconds,
-                                 scheduler.fit_window_seconds)
+                                 scheduler.fit_window_seconds, config.reader)
     return BacktestSetup(config.models[alias], DEFAULT_FIT_EVERY_SECONDS,
-                         DEFAULT_FIT_WINDOW_SECONDS)
+                         DEFAULT_FIT_WINDOW_SECONDS, config.reader)
+
+
+def _epoch_seconds(text: str) -> float:
+    """Epoch seconds, RFC 3339, "now", or a duration before now (e.g. 7d)."""
+    if text == "now":
+        return time.time()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return time.time() - parse_duration(text)
+
+
+def read_range(setup: BacktestSetup, url: str | None, expr: str, start: str, end: str,
+               step: str) -> Series:
+    """One series from a Prometheus-compatible query_range (the daemon's own reader, with the
+    config's auth and TLS settings; --url only replaces the address)."""
+    from anomaly_sidecar.reader import PromReader, ReaderError
+
+    reader_config = (dataclasses.replace(setup.reader, url=url.rstrip("/")) if url
+                     else setup.reader)
+    try:
+        batch = PromReader(reader_config).query_range(
+            expr, _epoch_seconds(start), _epoch_seconds(end), parse_duration(step))
+    except (ReaderError, ValueError) as error:
+        raise click.ClickException(f"{reader_config.url}: {expr}: {error}") from None
+    return series_from_range(batch, f"{reader_config.url}: {expr}")
 
 
 @click.command("backtest")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Sidecar config (default: the shipped default model configuration).")
 @click.option("--model", "alias", help="Model alias in the config (default: the first).")
-@click.option("--csv", "csv_path", required=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--csv", "csv_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Input timestamp,value CSV (timestamps ISO 8601 or epoch seconds).")
+@click.option("--query", "expr", help="Instead of --csv: a PromQL expression returning one "
+              "series, read with query_range.")
+@click.option("--url", help="Prometheus-compatible base URL for --query (default: the "
+              "config's reader.url).")
+@click.option("--start", default="7d", show_default=True,
+              help="Range start for --query: epoch seconds, RFC 3339, or a duration ago.")
+@click.option("--end", default="now", show_default=True, help="Range end for --query.")
+@click.option("--step", default="1m", show_default=True, help="Query step for --query.")
 @click.option("--out", "out_path", required=True,
               type=click.Path(dir_okay=False, path_type=Path),
               help="Output CSV: timestamp,y,yhat,yhat_lower,yhat_upper,anomaly_score.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also draw y, the band and the points scored > 1 into this PNG.")
-def backtest_command(config_path: Path | None, alias: str | None, csv_path: Path,
+def backtest_command(config_path: Path | None, alias: str | None, csv_path: Path | None,
+                     expr: str | None, url: str | None, start: str, end: str, step: str,
                      out_path: Path, plot_path: Path | None) -> None:
-    """Run a configured model walk-forward over a recorded series, using only the past at
-    every point, and write its forecasts and anomaly scores."""
+    """Run a configured model walk-forward over a recorded series (a CSV file or a Prometheus
+    range), using only the past at every point, and write its forecasts and anomaly scores."""
+    if (csv_path is None) == (expr is None):
+        raise click.UsageError("give exactly one of --csv and --query")
     try:
         setup = resolve_setup(config_path, alias)
-        series = read_csv(csv_path)
+        series = (read_csv(csv_path) if csv_path is not None
+                  else read_range(setup, url, expr, start, end, step))
     except (ConfigError, BacktestInputError) as error:
         raise click.ClickException(str(error)) from None
     cadence = Cadence.from_seconds(series.seconds, setup.fit_every_seconds,

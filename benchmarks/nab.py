@@ -52,7 +52,7 @@ def model_setup(name: str) -> BacktestSetup:
     config = parse_config(raw, f"benchmark model {name}")
     return BacktestSetup(config.models[name],
                          BENCHMARK_FIT_EVERY_SECONDS.get(name, default.fit_every_seconds),
-                         default.fit_window_seconds)
+                         default.fit_window_seconds, config.reader)
 
 
 def backtest_file(setup: BacktestSetup, path: Path) -> np.ndarray:

@@ -1,10 +1,13 @@
 """Walk-forward backtest: causal at every point, 1:1 rows, the CLI, plots and bad input."""
 
 import csv
+import json
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 from click.testing import CliRunner
 
 from anomaly_sidecar import backtest
@@ -13,6 +16,7 @@ from anomaly_sidecar.backtest_cli import backtest_command, resolve_setup
 from anomaly_sidecar.cli import main
 from anomaly_sidecar.config import parse_config
 from anomaly_sidecar.models.base import Forecast, SeriesBatch
+from tests.support.services import victoria_metrics
 
 STEP_SECONDS = 300
 
@@ -169,3 +173,31 @@ def test_bad_input_names_file_and_row(tmp_path, rows, message):
     with pytest.raises(BacktestInputError) as error:
         read_csv(path)
     assert str(path) in str(error.value) and message in str(error.value)
+
+
+def test_backtest_reads_a_prometheus_range_from_a_real_backend(tmp_path):
+    """History imported into a real VictoriaMetrics, read back through the daemon's reader."""
+    step, n_points = 60, 1500
+    end = (int(time.time()) // step) * step - 3600
+    stamps = end - step * np.arange(n_points)[::-1]
+    values = noisy_daily(n_points).values
+    values[1200] += 80
+    with victoria_metrics(tmp_path / "vm") as vm:
+        line = json.dumps({"metric": {"__name__": "bt_value", "job": "x"},
+                           "values": values.round(4).tolist(),
+                           "timestamps": (stamps * 1000).tolist()})
+        requests.post(f"{vm.url}/api/v1/import", data=line, timeout=10).raise_for_status()
+        requests.get(f"{vm.url}/internal/force_flush", timeout=10).raise_for_status()
+        out = tmp_path / "out.csv"
+        result = CliRunner().invoke(main, [
+            "backtest", "--query", "bt_value", "--url", vm.url, "--start", str(stamps[0]),
+            "--end", str(stamps[-1]), "--step", "1m", "--out", str(out)])
+        missing = CliRunner().invoke(main, [
+            "backtest", "--query", "no_such_metric", "--url", vm.url, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    with open(out) as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == n_points
+    assert [float(row["y"]) for row in rows[1195:1205]] == pytest.approx(values[1195:1205])
+    assert float(rows[1200]["anomaly_score"]) > 1
+    assert missing.exit_code != 0 and "returned 0 series" in missing.output
