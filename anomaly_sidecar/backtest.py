@@ -154,7 +154,8 @@ def run_backtest(model_config: ModelConfig, series: Series, cadence: Cadence,
     after each chunk of n points.
 
     As in the daemon, every refit builds a fresh model (nothing leaks from one fit to the
-    next), and a point is published only once min_samples finite points are in its context.
+    next) and shows it only the newest fit_points of the fit_window, and a point is published
+    only once min_samples finite points are in its context.
     """
     n_points = len(series.values)
     output = {name: np.full(n_points, np.nan) for name in OUTPUT_COLUMNS[2:]}
@@ -163,7 +164,8 @@ def run_backtest(model_config: ModelConfig, series: Series, cadence: Cadence,
     for start, end, refit in _chunks(n_points, cadence):
         if refit:
             model = build_model(model_config)
-            model.fit(_batch(series, max(0, start - cadence.fit_window), start))
+            span = min(cadence.fit_window, model.fit_points or cadence.fit_window)
+            model.fit(_batch(series, max(0, start - span), start))
         context_start = max(0, start - model.context_points)
         if model.can_predict(SERIES_KEY):
             forecast = model.predict(_batch(series, context_start, end), end - start)

@@ -206,6 +206,11 @@ class LikelihoodModel(Model):
     def context_points(self) -> int:
         return self.params.history + self.params.error_window + self.params.novelty_lookback
 
+    @property
+    def fit_points(self) -> int:
+        """fit learns nothing, so the daemon need not read any history for it."""
+        return 1
+
     def fit(self, batch: SeriesBatch) -> None:
         """Nothing to learn ahead of time: the error distribution is re-estimated causally at
         every point from the context, which is what lets it adapt to level shifts at once."""

@@ -215,6 +215,11 @@ class LstmModel(Model):
     def context_points(self) -> int:
         return self.params.window + self.params.error_history
 
+    @property
+    def fit_points(self) -> int:
+        """A fit trains on at most the newest max_train_windows windows of a series."""
+        return self.params.max_train_windows + self.params.window + 1
+
     def can_predict(self, key: SeriesKey) -> bool:
         if self.params.per_series:
             return _key_name(key) in self._networks

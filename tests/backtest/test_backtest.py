@@ -70,6 +70,7 @@ class SpyModel:
     """Records what the backtest shows a model, to check no call sees a later point."""
 
     context_points = 50
+    fit_points = 150
     calls: list = []
 
     def __init__(self, *_):
@@ -79,7 +80,7 @@ class SpyModel:
         return True
 
     def fit(self, batch: SeriesBatch) -> None:
-        SpyModel.calls.append(("fit", batch.timestamps[-1], None))
+        SpyModel.calls.append(("fit", batch.timestamps[-1], len(batch.timestamps)))
 
     def predict(self, batch: SeriesBatch, n_targets: int) -> Forecast:
         SpyModel.calls.append(("predict", batch.timestamps[-1], batch.timestamps[-n_targets]))
@@ -97,6 +98,8 @@ def test_fits_see_only_points_before_the_chunk_they_serve(monkeypatch):
     fits = [call for call in SpyModel.calls if call[0] == "fit"]
     predicts = [call for call in SpyModel.calls if call[0] == "predict"]
     assert [series.seconds.tolist().index(last) + 1 for _, last, _ in fits] == refits
+    # each fit sees min(start, fit_window = 200, the model's fit_points = 150) points
+    assert [length for _, _, length in fits] == [40, 80, 150, 150, 150, 150]
     first_targets = [series.seconds.tolist().index(first) for _, _, first in predicts]
     assert first_targets == [0, *refits]
     assert predicts[-1][1] == series.seconds[-1]
