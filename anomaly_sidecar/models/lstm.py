@@ -346,12 +346,14 @@ class LstmModel(Model):
         first_target = normalised.shape[1] - n_targets
         alpha = 2.0 / (self.params.error_smoothing + 1.0)
         history = smoothed[:, max(0, first_target - self.params.error_history):first_target]
-        fitted_epsilons = np.array([getattr(self._series.get(_key_name(key)), "epsilon",
-                                            self.params.min_band) for key in batch.keys])
-        epsilons = np.where(
-            np.isfinite(history).sum(axis=1) >= self.params.error_history // 2,
-            telemanom_thresholds(history, self.params.min_band) if history.shape[1]
-            else fitted_epsilons, fitted_epsilons)
+        epsilons = np.array([getattr(self._series.get(_key_name(key)), "epsilon",
+                                     self.params.min_band) for key in batch.keys])
+        # Only series with enough recent errors get a fresh threshold; the others keep the one
+        # from their fit, so the threshold search is not spent on rows that would discard it.
+        enough_history = np.isfinite(history).sum(axis=1) >= self.params.error_history // 2
+        if history.shape[1] and enough_history.any():
+            epsilons[enough_history] = telemanom_thresholds(history[enough_history],
+                                                            self.params.min_band)
         # smoothed_j = alpha * |e_j| + (1 - alpha) * smoothed_{j-1} > eps  <=>  |e_j| > half
         previous = np.nan_to_num(smoothed[:, first_target - 1:-1], nan=0.0) if first_target \
             else np.hstack([np.zeros((len(batch.keys), 1)),
