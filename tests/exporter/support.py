@@ -16,7 +16,7 @@ from exporter.exposition import render
 from exporter.nvml import NvmlSession
 from exporter.nvml_sim import SimulatedNVML
 from exporter.registry import COLLECTORS, ExporterOptions, ScrapeCollector, load_collectors
-from tests.support.services import free_port, wait_http_ok
+from tests.support.services import free_port, stop_process, wait_http_ok
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,12 +89,7 @@ def exporter_process(workdir: Path, *args: str, scheme: str = "http",
             raise RuntimeError(f"exporter did not start: {error}\n{running.log()}") from error
         yield running
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop_process(process)
 
 
 def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:

@@ -21,6 +21,7 @@ from tests.support.services import (
     free_port,
     prometheus,
     scrape_config,
+    stop_process,
     victoria_metrics,
     wait_http_ok,
 )
@@ -118,13 +119,7 @@ def sidecar_process(config_path: Path, port: int, state_dir: Path | None = None,
                 raise RuntimeError(f"sidecar did not start: {error}\n{sidecar.log()}") from error
         yield sidecar
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+        stop_process(process)
 
 
 class FaultProxy:

@@ -32,6 +32,18 @@ def require_binary(name: str) -> str:
     return path
 
 
+def stop_process(process: subprocess.Popen, timeout_seconds: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within timeout_seconds."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
 def wait_http_ok(url: str, timeout_seconds: float = 20.0, process: subprocess.Popen | None = None,
                  **request_kwargs) -> None:
     """Poll url until it answers 200; fail early if the process behind it died."""
@@ -66,13 +78,7 @@ class RunningService:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process)
 
 
 @contextlib.contextmanager
