@@ -13,9 +13,23 @@ The raw error is the novelty of the latest `width` points: the RMS distance from
 the nearest earlier, non-overlapping window within `novelty_lookback` points (a nearest-neighbour
 "have we seen this shape before?", which is what a good forecaster's error measures on
 repetitive infrastructure series, without training). Width 0 stands for the error of the
-last-value forecast. On top of the likelihood:
+last-value forecast.
 
-- a value leaving the running [min, max] by more than `spatial_tolerance` of the range scores
+Novelty is weak on a series that settles at a new level inside its usual range with the same
+texture: a shifted window of noise is only a little farther from its nearest match than usual,
+and once the new level has lasted two widths its windows match each other. So a second raw
+error runs beside it: the level shift, the distance from the mean of the latest `shift_recent`
+points to the mean of the `shift_baseline` points before them. It gets its own likelihood (a
+short `shift_error_window`, since the means are already smooth), and a point scores the larger
+u of the two: each detector judges its error against its own history, so neither's noise level
+dilutes the other.
+
+Errors are in units of the running [min, max] over the last `range_points` of the context
+(17 days at 5-minute steps): a range remembered that long neither calls a return to a level of
+last week "new" nor shrinks, once a wide swing leaves the context, until ordinary noise looks
+large. On top of the likelihood:
+
+- a value leaving that running [min, max] by more than `spatial_tolerance` of the range scores
   the maximum (u = 1): a new extreme is an anomaly however noisy the series was;
 - after an alarm the detector stays quiet for `quiet_points` points, since an anomaly raises
   the error for a while and every further alarm would be a repeat.
@@ -71,6 +85,15 @@ class LikelihoodParams(ModelParams):
     forecast error."""
     novelty_lookback: int = 1000
     """How far back the nearest earlier window is searched."""
+    shift_recent: int = 30
+    """Latest points whose mean the level-shift detector compares; 0 turns it off."""
+    shift_baseline: int = 600
+    """Points before those whose mean is the level they are compared with."""
+    shift_error_window: int = 3
+    """Recent level-shift errors averaged before their likelihood (the means are smooth)."""
+    range_points: int = 5000
+    """Points of context the running [min, max] is taken over (the error scale and the spatial
+    anomaly test); also the context the daemon reads, as it is the longest look back."""
 
     def validate(self) -> None:
         for key in ("history", "error_window", "min_history"):
@@ -89,6 +112,11 @@ class LikelihoodParams(ModelParams):
                                   "(0 = the last-value forecast error)")
         if self.novelty_lookback <= 2 * max(self.novelty_widths):
             raise ModelParamError("novelty_lookback", "must exceed twice the largest width")
+        if self.shift_recent < 0:
+            raise ModelParamError("shift_recent", "must be >= 0 (0 = no level-shift detector)")
+        for key in ("shift_baseline", "shift_error_window", "range_points"):
+            if getattr(self, key) < 1:
+                raise ModelParamError(key, "must be at least 1")
         if self.min_error_mean < 0 or self.min_error_std <= 0:
             raise ModelParamError("min_error_std", "floors must be >= 0 (std > 0)")
 
@@ -172,11 +200,25 @@ def _suppress_repeats(score: np.ndarray, quiet_points: int) -> np.ndarray:
     return kept
 
 
-def _likelihood_score(error: np.ndarray, params: LikelihoodParams
+def _level_shift(values: np.ndarray, recent: int, baseline: int) -> np.ndarray:
+    """|mean of the `recent` points ending at each column - mean of the `baseline` points
+    before them| (NaN until both spans hold a finite value)."""
+    recent_sum, recent_count = _window_sums(values, recent)
+    base_sum, base_count = _window_sums(values, baseline)
+    shift = np.full_like(values, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recent_mean = np.where(recent_count > 0, recent_sum / np.maximum(recent_count, 1), np.nan)
+        base_mean = np.where(base_count > 0, base_sum / np.maximum(base_count, 1), np.nan)
+    shift[:, recent:] = np.abs(recent_mean[:, recent:] - base_mean[:, :-recent])
+    return shift
+
+
+def _likelihood_score(error: np.ndarray, params: LikelihoodParams, error_window: int
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """u = log(p) / log(1e-10) for the tail probability p of the recent mean error under a
-    normal fitted to the preceding `history` recent means; also that mean and std."""
-    recent_sum, recent_count = _window_sums(error, params.error_window)
+    """u = log(p) / log(1e-10) for the tail probability p of the mean of the last
+    `error_window` errors under a normal fitted to the preceding `history` such means; also
+    that mean and std."""
+    recent_sum, recent_count = _window_sums(error, error_window)
     with np.errstate(invalid="ignore", divide="ignore"):
         recent = np.where(recent_count > 0, recent_sum / np.maximum(recent_count, 1), np.nan)
     # the history excludes the current point: its distribution is what came before
@@ -204,7 +246,18 @@ class LikelihoodModel(Model):
 
     @property
     def context_points(self) -> int:
-        return self.params.history + self.params.error_window + self.params.novelty_lookback
+        params = self.params
+        return max(params.range_points, self._error_points,
+                   params.history + params.shift_error_window + params.shift_recent
+                   + params.shift_baseline)
+
+    @property
+    def _error_points(self) -> int:
+        """Columns before the first target that the novelty likelihood of the targets looks
+        at: its history, its error window and the novelty's own look back."""
+        params = self.params
+        return (params.history + params.error_window + params.novelty_lookback
+                + max(params.novelty_widths))
 
     @property
     def fit_points(self) -> int:
@@ -222,19 +275,31 @@ class LikelihoodModel(Model):
         low, high = _running_extremes(values)
         value_range = high - low
         scale = np.maximum(value_range, _TINY)
-        log_score, mean, std = None, None, None
-        for width in params.novelty_widths:
-            deviation = (_novelty(values, width, params.novelty_lookback) if width > 0
-                         else np.abs(values - yhat))
+        scored = np.isfinite(values) & np.isfinite(yhat)
+
+        def likelihood(deviation: np.ndarray, error_window: int
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             with np.errstate(invalid="ignore", divide="ignore"):
                 error = np.minimum(deviation / scale, 1.0)
-            error = np.where(np.isfinite(values) & np.isfinite(yhat), error, np.nan)
-            width_score, width_mean, width_std = _likelihood_score(error, params)
+            return _likelihood_score(np.where(scored, error, np.nan), params, error_window)
+
+        # novelty costs O(columns * lookback): compute it only over the columns the targets'
+        # likelihood reads, not over the whole (range_points long) context
+        first = max(0, values.shape[1] - n_targets - self._error_points)
+        log_score, mean, std = None, None, None
+        for width in params.novelty_widths:
+            deviation = np.full_like(values, np.nan)
+            deviation[:, first:] = (_novelty(values[:, first:], width, params.novelty_lookback)
+                                    if width > 0 else np.abs(values - yhat)[:, first:])
+            width_score, width_mean, width_std = likelihood(deviation, params.error_window)
             if log_score is None:
                 log_score, mean, std = width_score, width_mean, width_std
             else:
                 log_score = np.fmax(log_score, width_score)
-        log_score = np.where(np.isfinite(values) & np.isfinite(yhat), log_score, np.nan)
+        if params.shift_recent > 0:
+            shift = _level_shift(values, params.shift_recent, params.shift_baseline)
+            log_score = np.fmax(log_score, likelihood(shift, params.shift_error_window)[0])
+        log_score = np.where(scored, log_score, np.nan)
         tolerance = params.spatial_tolerance * value_range
         spatial = (value_range > 0) & ((values > high + tolerance) | (values < low - tolerance))
         log_score = np.where(spatial, 1.0, log_score)

@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 
 from anomaly_sidecar.models.base import ModelParamError, SeriesBatch, build_params
-from anomaly_sidecar.models.likelihood import LikelihoodModel, LikelihoodParams, _novelty
+from anomaly_sidecar.models.likelihood import (
+    LikelihoodModel,
+    LikelihoodParams,
+    _level_shift,
+    _novelty,
+)
 from anomaly_sidecar.scoring import score_forecast
 
 PARAMS = LikelihoodParams()
@@ -85,6 +90,33 @@ def test_novelty_is_the_distance_to_the_nearest_earlier_window():
     assert novelty[8] == pytest.approx(3 / np.sqrt(3))   # [0,1,5] vs [0,1,2]
 
 
+def test_level_shift_is_the_distance_between_recent_and_earlier_means():
+    values = np.array([[1.0, 1, 1, 1, 4, 4]])
+    shift = _level_shift(values, recent=2, baseline=3)[0]
+    assert np.isnan(shift[:2]).all()           # no earlier point yet
+    assert shift[3] == pytest.approx(0.0)      # [1, 1] after [1, 1]
+    assert shift[4] == pytest.approx(1.5)      # [1, 4] after [1, 1, 1]
+    assert shift[5] == pytest.approx(3.0)      # [4, 4] after [1, 1, 1]
+
+
+def test_level_shift_inside_the_usual_range_alarms_early():
+    values = 50 + np.random.default_rng(0).normal(0, 1, 4000)
+    values[300:320] += 20         # an early excursion: the later shift stays inside the range
+    values[3000:] += 4            # same texture, new level
+    result = scores(values, 1500)[0]
+    novelty_only = scores(values, 1500, LikelihoodParams(shift_recent=0))[0]
+    assert (result[:500] < 1).all()
+    assert result[500:530].max() > 1
+    assert result[500:600].max() > novelty_only[500:600].max()
+
+
+def test_context_covers_the_range_and_every_look_back():
+    params = LikelihoodParams(range_points=100, history=500, novelty_lookback=400,
+                              shift_baseline=2000)
+    assert LikelihoodModel(params).context_points == 500 + 3 + 30 + 2000
+    assert LikelihoodModel(LikelihoodParams()).context_points == PARAMS.range_points
+
+
 def test_save_load_round_trip(tmp_path):
     model = LikelihoodModel(PARAMS)
     model.save(tmp_path)
@@ -98,6 +130,8 @@ def test_save_load_round_trip(tmp_path):
                                           ({"alarm_level": 1.5}, "alarm_level"),
                                           ({"min_history": 5000}, "min_history"),
                                           ({"novelty_widths": [-1]}, "novelty_widths"),
+                                          ({"shift_recent": -1}, "shift_recent"),
+                                          ({"range_points": 0}, "range_points"),
                                           ({"quiet": 3}, "quiet")])
 def test_bad_parameters_name_the_key(raw, key):
     with pytest.raises(ModelParamError) as error:
