@@ -36,14 +36,3 @@ def parse_duration(value: object) -> float:
         raise ValueError(f"must be a positive duration, got {value!r}")
     return seconds
 
-
-def format_duration(seconds: float) -> str:
-    """The inverse of parse_duration for whole seconds (used in PromQL and messages)."""
-    whole = round(seconds)
-    if abs(seconds - whole) > 1e-9 or whole == 0:
-        return f"{round(seconds * 1000)}ms"
-    for unit in ("w", "d", "h", "m"):
-        size = int(_UNIT_SECONDS[unit])
-        if whole % size == 0:
-            return f"{whole // size}{unit}"
-    return f"{whole}s"

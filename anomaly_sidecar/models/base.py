@@ -52,11 +52,6 @@ class SeriesBatch:
                 f"{len(self.keys)} keys x {len(self.timestamps)} timestamps"
             )
 
-    def select(self, rows: Sequence[int]) -> SeriesBatch:
-        """The same grid restricted to some series (rows in the given order)."""
-        index = np.asarray(rows, dtype=int)
-        return SeriesBatch([self.keys[i] for i in index], self.timestamps, self.values[index])
-
     def tail(self, n_points: int) -> SeriesBatch:
         """The last n_points columns."""
         start = max(0, len(self.timestamps) - n_points)
