@@ -37,8 +37,12 @@ large. On top of the likelihood:
 Everything is computed causally inside `predict` from the context it is given (the score of
 column j uses only columns <= j, its forecast only columns < j), so the detector learns online
 from the first rows, needs no fit, and the daemon, backtest and benchmark run the very same
-arithmetic. yhat is the last value; the band drawn around it is where a steady error of that
-size would reach the alarm level (an approximation for display; the score is the model's own).
+arithmetic. yhat is the recent level, the mean of the last `error_window` points; the band drawn
+around it is where a steady error of that size would reach the alarm level (an approximation for
+display; the score is the model's own). yhat is not the last value because the published score
+is 0 wherever y equals yhat exactly (scoring.score_forecast): a last-value yhat would silence the
+detector on every repeated value, such as a series going flat or counts that repeat, which is
+just where a flat-line anomaly starts.
 """
 
 from __future__ import annotations
@@ -144,6 +148,17 @@ def _previous_finite(values: np.ndarray) -> np.ndarray:
                                values[np.arange(n_series)[:, None], np.maximum(last[:, :-1], 0)],
                                np.nan)
     return previous
+
+
+def _recent_level(values: np.ndarray, window: int, fallback: np.ndarray) -> np.ndarray:
+    """Mean of the finite values among the `window` columns strictly before each column;
+    `fallback` where there is none (after a gap longer than the window)."""
+    total, count = _window_sums(values, window)
+    level = np.full_like(values, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        level[:, 1:] = np.where(count[:, :-1] > 0, total[:, :-1] / np.maximum(count[:, :-1], 1),
+                                np.nan)
+    return np.where(np.isfinite(level), level, fallback)
 
 
 def _running_extremes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -271,11 +286,12 @@ class LikelihoodModel(Model):
     def predict(self, batch: SeriesBatch, n_targets: int) -> Forecast:
         params = self.params
         values = np.where(np.isfinite(batch.values), batch.values, np.nan).astype(float)
-        yhat = _previous_finite(values)
+        last = _previous_finite(values)
+        yhat = _recent_level(values, params.error_window, last)
         low, high = _running_extremes(values)
         value_range = high - low
         scale = np.maximum(value_range, _TINY)
-        scored = np.isfinite(values) & np.isfinite(yhat)
+        scored = np.isfinite(values) & np.isfinite(last)
 
         def likelihood(deviation: np.ndarray, error_window: int
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -290,7 +306,7 @@ class LikelihoodModel(Model):
         for width in params.novelty_widths:
             deviation = np.full_like(values, np.nan)
             deviation[:, first:] = (_novelty(values[:, first:], width, params.novelty_lookback)
-                                    if width > 0 else np.abs(values - yhat)[:, first:])
+                                    if width > 0 else np.abs(values - last)[:, first:])
             width_score, width_mean, width_std = likelihood(deviation, params.error_window)
             if log_score is None:
                 log_score, mean, std = width_score, width_mean, width_std

@@ -82,6 +82,23 @@ def test_constant_series_alarms_on_first_change():
     assert (result[:400] == 0).all()
 
 
+def test_a_repeated_value_keeps_its_score():
+    # the published score is 0 where y == yhat; yhat is the recent level, not the last value,
+    # so a run of equal values after a change still scores
+    values = np.full(1000, 7.0)
+    values[900:903] = 8.0
+    result = scores(values, 500, LikelihoodParams(quiet_points=0))[0]
+    assert (result[400:403] > 1).all()
+
+
+def test_yhat_is_the_mean_of_the_last_error_window_points():
+    values = daily(1000)
+    batch = SeriesBatch([(("s", "a"),)], np.arange(1000.0), values[None])
+    forecast = LikelihoodModel(PARAMS).predict(batch, 100)
+    expected = [values[j - PARAMS.error_window:j].mean() for j in range(900, 1000)]
+    np.testing.assert_allclose(forecast.yhat[0], expected)
+
+
 def test_novelty_is_the_distance_to_the_nearest_earlier_window():
     values = np.array([[0.0, 1, 2, 0, 1, 2, 0, 1, 5]])
     novelty = _novelty(values, width=3, lookback=10)[0]
