@@ -16,6 +16,22 @@ Direction = Literal["both", "above", "below"]
 _TINY = 1e-12
 
 
+def _suppressed(deviation: np.ndarray, direction: Direction,
+                min_dev_from_expected: float) -> np.ndarray:
+    """Where the rules force the score to 0: the side detection_direction ignores, and
+    deviations smaller than min_dev_from_expected."""
+    with np.errstate(invalid="ignore"):
+        above = deviation >= 0
+        ignored = np.zeros(np.shape(deviation), dtype=bool)
+        if direction == "above":
+            ignored = ~above
+        elif direction == "below":
+            ignored = above
+        if min_dev_from_expected > 0:
+            ignored = ignored | (np.abs(deviation) < min_dev_from_expected)
+    return ignored
+
+
 def anomaly_score(y: np.ndarray, yhat: np.ndarray, yhat_lower: np.ndarray, yhat_upper: np.ndarray,
                   direction: Direction = "both", min_dev_from_expected: float = 0.0) -> np.ndarray:
     """Elementwise score; NaN wherever y or the forecast is missing (never scored, never 0).
@@ -29,12 +45,7 @@ def anomaly_score(y: np.ndarray, yhat: np.ndarray, yhat_lower: np.ndarray, yhat_
         half_width = np.where(above, yhat_upper - yhat, yhat - yhat_lower)
         half_width = np.maximum(half_width, _TINY)
         score = np.abs(deviation) / half_width
-    if direction == "above":
-        score = np.where(above, score, 0.0)
-    elif direction == "below":
-        score = np.where(above, 0.0, score)
-    if min_dev_from_expected > 0:
-        score = np.where(np.abs(deviation) < min_dev_from_expected, 0.0, score)
+    score = np.where(_suppressed(deviation, direction, min_dev_from_expected), 0.0, score)
     invalid = ~(np.isfinite(y) & np.isfinite(yhat) & np.isfinite(yhat_lower)
                 & np.isfinite(yhat_upper))
     return np.where(invalid, np.nan, score)
@@ -43,10 +54,12 @@ def anomaly_score(y: np.ndarray, yhat: np.ndarray, yhat_lower: np.ndarray, yhat_
 def score_forecast(y: np.ndarray, forecast, direction: Direction = "both",
                    min_dev_from_expected: float = 0.0) -> np.ndarray:
     """The score every caller publishes: the model's own score_hint when it gives one (with the
-    same direction and min_dev rules applied), else the band formula above."""
+    same direction and min_dev rules applied), else the band formula above. A hinted score is
+    kept where y happens to equal yhat: the model, not the band, says how unusual that is."""
     band_score = anomaly_score(y, forecast.yhat, forecast.yhat_lower, forecast.yhat_upper,
                                direction, min_dev_from_expected)
     if forecast.score_hint is None:
         return band_score
+    suppressed = _suppressed(y - forecast.yhat, direction, min_dev_from_expected)
     hint = np.where(np.isnan(band_score), np.nan, forecast.score_hint)
-    return np.where(band_score == 0.0, 0.0, hint)
+    return np.where(suppressed & ~np.isnan(hint), 0.0, hint)

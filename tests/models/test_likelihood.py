@@ -79,7 +79,7 @@ def test_constant_series_alarms_on_first_change():
     values[900] = 8.0
     result = scores(values, 500)[0]
     assert result[400] > 1
-    assert (result[:400] == 0).all()
+    assert np.nanmax(result[:400]) < 1
 
 
 def test_a_repeated_value_keeps_its_score():

@@ -10,7 +10,8 @@ import pytest
 
 from anomaly_sidecar import state
 from anomaly_sidecar.models.arima import ArimaModel, ArimaParams
-from anomaly_sidecar.models.base import SeriesBatch, build_params, model_class
+from anomaly_sidecar.models.base import Forecast, SeriesBatch, build_params, model_class
+from anomaly_sidecar.scoring import score_forecast
 
 MODEL_PARAMS = {"zscore": {"window": 20}, "mad": {"window": 20},
                 "arima": {"order": [1, 1, 1]}}
@@ -176,3 +177,16 @@ def test_corrupt_state_is_refused_not_fatal(tmp_path, caplog):
     assert "ignoring state" in caplog.text
     (directory / "current").write_text("v-missing")
     assert state.load_model(directory, ArimaModel, model.params, {"type": "arima"}) is None
+
+
+def test_model_score_hint_survives_y_equal_to_yhat_but_not_the_rules():
+    """A model's own score is kept where y happens to equal yhat (the band formula would say 0),
+    while detection_direction and min_dev_from_expected still zero it."""
+    y = np.array([[5.0, 5.0, 4.0, 5.2]])
+    forecast = Forecast(yhat=np.full((1, 4), 5.0), yhat_lower=np.full((1, 4), 4.5),
+                        yhat_upper=np.full((1, 4), 5.5), score_hint=np.full((1, 4), 2.5))
+    np.testing.assert_array_equal(score_forecast(y, forecast), [[2.5, 2.5, 2.5, 2.5]])
+    np.testing.assert_array_equal(score_forecast(y, forecast, direction="above"),
+                                  [[2.5, 2.5, 0.0, 2.5]])
+    np.testing.assert_array_equal(score_forecast(y, forecast, min_dev_from_expected=0.5),
+                                  [[0.0, 0.0, 2.5, 0.0]])
