@@ -68,12 +68,6 @@ class Job:
         log.info("restored %s fitted at %.0f", self.labels, stored.fitted_at)
         return True
 
-    @property
-    def context_points(self) -> int:
-        """Points read per inference: the model's context and enough to judge warm-up."""
-        model = self.model or build_model(self.model_config)
-        return max(model.context_points, self.model_config.min_samples) + 1
-
 
 class SchedulerRunner:
     """The fit and inference loops of one scheduler."""
@@ -202,9 +196,10 @@ class SchedulerRunner:
         started = time.monotonic()
         now = self.clock()
         step = job.query.step_seconds
+        # the model's context and enough points to judge warm-up
+        points = max(model.context_points, job.model_config.min_samples) + 1
         try:
-            batch = self.reader.query_range(job.query.expr, now - job.context_points * step, now,
-                                            step)
+            batch = self.reader.query_range(job.query.expr, now - points * step, now, step)
             self._request_cold_start(job, model, batch.keys)
             forecast = model.predict(batch, 1)
         except Exception as error:  # keep serving the last scores
