@@ -83,8 +83,7 @@ class PromReader:
                                             headers=self._auth_headers(),
                                             timeout=self.config.timeout_seconds)
             except requests.RequestException as error:
-                failure: str = f"cannot reach {self.config.url}: {error}"
-                retry = True
+                failure = f"cannot reach {self.config.url}: {error}"
             else:
                 if response.status_code == 200:
                     self._count(started, ok=True)
@@ -95,9 +94,8 @@ class PromReader:
                     raise QueryRejected(f"{self.config.url}{path} answered "
                                         f"{response.status_code}: {message}")
                 failure = f"{self.config.url}{path} answered {response.status_code}: {message}"
-                retry = True
             self._count(started, ok=False)
-            if not retry or attempt == attempts:
+            if attempt == attempts:
                 raise ReaderError(f"{failure} (after {attempt} attempts)")
             log.warning("query failed (attempt %d of %d), retrying in %.1fs: %s",
                         attempt, attempts, delay, failure)
