@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from abc import abstractmethod
+from collections.abc import Callable, Iterable
 from typing import TypeVar
+
+from prometheus_client.core import Metric
 
 from exporter.nvml import NvmlSession
 from exporter.registry import Collector, CollectorFailed, ExporterOptions
@@ -25,6 +28,13 @@ class NvmlCollector(Collector):
 
     def start(self) -> None:
         self.call_with_deadline(self.session.ensure_initialized)
+
+    def collect(self) -> Iterable[Metric]:
+        return self.call_with_deadline(self._collect_now)
+
+    @abstractmethod
+    def _collect_now(self) -> list[Metric]:
+        """The NVML reads of one scrape; runs on the worker thread."""
 
     def call_with_deadline(self, function: Callable[[], T]) -> T:
         """function() on the worker; CollectorFailed if it hangs or the previous call still does."""

@@ -7,7 +7,6 @@ other GPUs are unaffected; a field the GPU does not support is skipped without a
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,9 +133,6 @@ class GpuCollector(NvmlCollector):
         super().__init__(options)
         self._down: set[int] = set()  # GPUs already logged as down, so each is logged once
         self._never_supported: set[tuple[int, str, str]] = set()
-
-    def collect(self) -> Iterable[Metric]:
-        return self.call_with_deadline(self._collect_now)
 
     def _collect_now(self) -> list[Metric]:
         devices = self.session.ensure_initialized()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import pynvml
@@ -19,9 +18,6 @@ class GpuProcessesCollector(NvmlCollector):
     name = "gpu_processes"
     default_enabled = False
     help_text = "GPU memory per process (pid, process_name labels)"
-
-    def collect(self) -> Iterable[Metric]:
-        return self.call_with_deadline(self._collect_now)
 
     def _collect_now(self) -> list[Metric]:
         nvml: Any = self.session.nvml
