@@ -186,8 +186,10 @@ class _Checker:
         return sections
 
     def typed(self, section: dict, prefix: str, key: str, convert: Callable[[Any], Any],
-              default: Any = None) -> Any:
+              default: Any = None, required: bool = False) -> Any:
         if section.get(key) is None:
+            if required:
+                raise self.fail(_join(prefix, key), "is required")
             return default
         try:
             return convert(section[key])
@@ -251,18 +253,14 @@ def _parse_reader(checker: _Checker, raw: Any) -> ReaderConfig:
     checker.allowed_keys(section, "reader", (
         "url", "timeout", "bearer_token_file", "basic_auth", "headers", "tls_ca_file",
         "tls_insecure_skip_verify", "default_step", "max_points_per_request", "max_retries"))
-    url = checker.typed(section, "reader", "url", _string)
-    if url is None:
-        raise checker.fail("reader.url", "is required")
+    url = checker.typed(section, "reader", "url", _string, required=True)
     if not url.startswith(("http://", "https://")):
         raise checker.fail("reader.url", f"must start with http:// or https://, got {url!r}")
     basic_auth = None
     if section.get("basic_auth") is not None:
         auth = checker.mapping(section["basic_auth"], "reader.basic_auth")
         checker.allowed_keys(auth, "reader.basic_auth", ("username", "password", "password_file"))
-        username = checker.typed(auth, "reader.basic_auth", "username", _string)
-        if username is None:
-            raise checker.fail("reader.basic_auth.username", "is required")
+        username = checker.typed(auth, "reader.basic_auth", "username", _string, required=True)
         password = checker.typed(auth, "reader.basic_auth", "password", str, "")
         password_file = checker.typed(auth, "reader.basic_auth", "password_file", _existing_file)
         if password_file is not None:
@@ -296,9 +294,7 @@ def _parse_reader(checker: _Checker, raw: Any) -> ReaderConfig:
 def _parse_query(checker: _Checker, prefix: str, section: dict,
                  reader: ReaderConfig) -> QueryConfig:
     checker.allowed_keys(section, prefix, ("expr", "step", "data_range"))
-    expr = checker.typed(section, prefix, "expr", _string)
-    if expr is None:
-        raise checker.fail(f"{prefix}.expr", "is required")
+    expr = checker.typed(section, prefix, "expr", _string, required=True)
     return QueryConfig(
         expr=expr.strip(),
         step_seconds=checker.typed(section, prefix, "step", parse_duration,
@@ -310,9 +306,7 @@ def _parse_query(checker: _Checker, prefix: str, section: dict,
 def _parse_model(checker: _Checker, alias: str, section: dict,
                  queries: Mapping[str, QueryConfig]) -> ModelConfig:
     prefix = f"models.{alias}"
-    type_name = checker.typed(section, prefix, "type", _string)
-    if type_name is None:
-        raise checker.fail(f"{prefix}.type", "is required")
+    type_name = checker.typed(section, prefix, "type", _string, required=True)
     try:
         model_type = model_class(type_name)
         raw_params = {key: value for key, value in section.items()
@@ -344,11 +338,8 @@ def _parse_scheduler(checker: _Checker, alias: str, section: dict,
                      models: Mapping[str, ModelConfig]) -> SchedulerConfig:
     prefix = f"schedulers.{alias}"
     checker.allowed_keys(section, prefix, ("fit_every", "fit_window", "infer_every", "models"))
-    durations = {}
-    for key in ("fit_every", "fit_window", "infer_every"):
-        durations[key] = checker.typed(section, prefix, key, parse_duration)
-        if durations[key] is None:
-            raise checker.fail(f"{prefix}.{key}", "is required")
+    durations = {key: checker.typed(section, prefix, key, parse_duration, required=True)
+                 for key in ("fit_every", "fit_window", "infer_every")}
     if durations["fit_every"] < durations["infer_every"]:
         raise checker.fail(f"{prefix}.fit_every",
                            f"must be >= infer_every ({section['fit_every']} < "
