@@ -41,6 +41,11 @@ class ArimaCoefficients:
     mu: np.ndarray
     sigma: np.ndarray
 
+    def rows(self, rows: np.ndarray) -> ArimaCoefficients:
+        """The coefficients of the given series rows, in that order."""
+        return ArimaCoefficients(self.phi[rows], self.theta[rows], self.mu[rows],
+                                 self.sigma[rows])
+
 
 def forward_filled(values: np.ndarray) -> np.ndarray:
     """Non-finite values replaced by the last finite one (leading gaps stay NaN): estimation

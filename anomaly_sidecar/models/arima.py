@@ -81,9 +81,7 @@ class ArimaModel(Model):
             coefficients = batched.estimate(values, self.params.order)
         fitted = np.isfinite(coefficients.sigma)
         rows = np.flatnonzero(fitted)
-        self.coefficients = batched.ArimaCoefficients(
-            coefficients.phi[rows], coefficients.theta[rows], coefficients.mu[rows],
-            coefficients.sigma[rows])
+        self.coefficients = coefficients.rows(rows)
         self.row_of = {batch.keys[row]: position for position, row in enumerate(rows)}
 
     def can_predict(self, key: SeriesKey) -> bool:
@@ -97,9 +95,7 @@ class ArimaModel(Model):
         known = [i for i, key in enumerate(batch.keys) if key in self.row_of]
         if known:
             rows = np.array([self.row_of[batch.keys[i]] for i in known])
-            coefficients = batched.ArimaCoefficients(
-                self.coefficients.phi[rows], self.coefficients.theta[rows],
-                self.coefficients.mu[rows], self.coefficients.sigma[rows])
+            coefficients = self.coefficients.rows(rows)
             yhat[known] = batched.one_step_forecasts(batch.values[known], self.params.order,
                                                      coefficients, n_targets)
             half_width[known] = self.params.z_threshold * coefficients.sigma[:, None]
