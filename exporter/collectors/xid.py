@@ -15,6 +15,7 @@ from typing import Any
 import pynvml
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from exporter.families import GPU_LABELS
 from exporter.nvml import NvmlSession, describe_error, is_field_unavailable
 from exporter.registry import Collector, CollectorFailed, ExporterOptions, register
 
@@ -62,7 +63,7 @@ class XidCollector(Collector):
                 raise CollectorFailed(self._problem)
             counts = dict(self._counts)
             last_seen = dict(self._last_seen)
-        labels = ["gpu", "uuid", "xid"]
+        labels = [*GPU_LABELS, "xid"]
         total = CounterMetricFamily("aiinfra_gpu_xid_errors",
                                     "Xid critical errors seen since the exporter started.",
                                     labels=labels)
@@ -128,7 +129,7 @@ class XidCollector(Collector):
 
     def _count(self, handle: Any, xid: int) -> None:
         device = self.session.device_for_handle(handle)
-        key = (str(device.index), device.uuid, str(xid)) if device else ("", "", str(xid))
+        key = (*device.labels, str(xid)) if device else ("", "", str(xid))
         LOG.warning("Xid %d on GPU %s (%s)", xid, key[0] or "?", key[1] or "unknown uuid")
         with self._lock:
             self._counts[key] = self._counts.get(key, 0) + 1
