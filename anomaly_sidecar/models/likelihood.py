@@ -138,6 +138,14 @@ def _window_sums(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarra
     return padded[:, end] - padded[:, start], counts[:, end] - counts[:, start]
 
 
+def _window_means(values: np.ndarray, window: int) -> np.ndarray:
+    """Mean of the finite values in the trailing `window` columns ending at each column
+    (inclusive), per row; NaN where there is none."""
+    total, count = _window_sums(values, window)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
 def _previous_finite(values: np.ndarray) -> np.ndarray:
     """For each column, the last finite value strictly before it (NaN if none)."""
     n_series, n_points = values.shape
@@ -153,11 +161,8 @@ def _previous_finite(values: np.ndarray) -> np.ndarray:
 def _recent_level(values: np.ndarray, window: int, fallback: np.ndarray) -> np.ndarray:
     """Mean of the finite values among the `window` columns strictly before each column;
     `fallback` where there is none (after a gap longer than the window)."""
-    total, count = _window_sums(values, window)
     level = np.full_like(values, np.nan)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        level[:, 1:] = np.where(count[:, :-1] > 0, total[:, :-1] / np.maximum(count[:, :-1], 1),
-                                np.nan)
+    level[:, 1:] = _window_means(values, window)[:, :-1]
     return np.where(np.isfinite(level), level, fallback)
 
 
@@ -218,12 +223,9 @@ def _suppress_repeats(score: np.ndarray, quiet_points: int) -> np.ndarray:
 def _level_shift(values: np.ndarray, recent: int, baseline: int) -> np.ndarray:
     """|mean of the `recent` points ending at each column - mean of the `baseline` points
     before them| (NaN until both spans hold a finite value)."""
-    recent_sum, recent_count = _window_sums(values, recent)
-    base_sum, base_count = _window_sums(values, baseline)
+    recent_mean = _window_means(values, recent)
+    base_mean = _window_means(values, baseline)
     shift = np.full_like(values, np.nan)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        recent_mean = np.where(recent_count > 0, recent_sum / np.maximum(recent_count, 1), np.nan)
-        base_mean = np.where(base_count > 0, base_sum / np.maximum(base_count, 1), np.nan)
     shift[:, recent:] = np.abs(recent_mean[:, recent:] - base_mean[:, :-recent])
     return shift
 
@@ -233,9 +235,7 @@ def _likelihood_score(error: np.ndarray, params: LikelihoodParams, error_window:
     """u = log(p) / log(1e-10) for the tail probability p of the mean of the last
     `error_window` errors under a normal fitted to the preceding `history` such means; also
     that mean and std."""
-    recent_sum, recent_count = _window_sums(error, error_window)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        recent = np.where(recent_count > 0, recent_sum / np.maximum(recent_count, 1), np.nan)
+    recent = _window_means(error, error_window)
     # the history excludes the current point: its distribution is what came before
     history = np.full_like(recent, np.nan)
     history[:, 1:] = recent[:, :-1]
