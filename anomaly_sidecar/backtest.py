@@ -71,7 +71,7 @@ class BacktestResult:
     anomaly_score: np.ndarray
 
 
-def _parse_timestamp(text: str) -> float:
+def parse_timestamp(text: str) -> float:
     """Epoch seconds from a number or an ISO 8601 date-time (naive = UTC)."""
     try:
         return float(text)
@@ -102,7 +102,7 @@ def read_csv(path: Path) -> Series:
                     raise BacktestInputError(
                         f"{path}: row {line_number}: expected timestamp,value, got {row!r}")
                 try:
-                    moment = _parse_timestamp(row[0])
+                    moment = parse_timestamp(row[0])
                 except ValueError:
                     if line_number == 1:
                         continue  # the header

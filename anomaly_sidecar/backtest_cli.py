@@ -10,7 +10,6 @@ import dataclasses
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import click
@@ -19,6 +18,7 @@ from anomaly_sidecar.backtest import (
     BacktestInputError,
     Cadence,
     Series,
+    parse_timestamp,
     read_csv,
     run_backtest,
     series_from_range,
@@ -62,15 +62,12 @@ def resolve_setup(config_path: Path | None, alias: str | None) -> BacktestSetup:
 
 
 def _epoch_seconds(text: str) -> float:
-    """Epoch seconds, RFC 3339, "now", or a duration before now (e.g. 7d)."""
+    """Epoch seconds, ISO 8601 (naive = UTC, as in CSV input), "now", or a duration before now
+    (e.g. 7d)."""
     if text == "now":
         return time.time()
     try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        return parse_timestamp(text)
     except ValueError:
         return time.time() - parse_duration(text)
 
