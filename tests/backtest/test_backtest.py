@@ -2,6 +2,10 @@
 
 import csv
 import json
+import os
+import pty
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -204,3 +208,42 @@ def test_backtest_reads_a_prometheus_range_from_a_real_backend(tmp_path):
     assert [float(row["y"]) for row in rows[1195:1205]] == pytest.approx(values[1195:1205])
     assert float(rows[1200]["anomaly_score"]) > 1
     assert missing.exit_code != 0 and "returned 0 series" in missing.output
+
+
+def run_cli_on_a_terminal(arguments: list[str]) -> str:
+    """Run the CLI in a child process whose stderr is a pseudo-terminal, as an operator's shell
+    is (click draws progress bars only on a TTY); returns what reached that terminal."""
+    controller, terminal = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-c", "from anomaly_sidecar.cli import main; main()", *arguments],
+            stderr=terminal, stdout=subprocess.DEVNULL, cwd=Path(__file__).parents[2])
+        os.close(terminal)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert process.wait(timeout=120) == 0, b"".join(chunks).decode(errors="replace")
+    finally:
+        os.close(controller)
+    return b"".join(chunks).decode(errors="replace")
+
+
+@pytest.mark.parametrize(("n_points", "shows_bar"), [(6000, True), (1000, False)])
+def test_long_runs_show_a_progress_bar_on_a_terminal(tmp_path, n_points, shows_bar):
+    series = noisy_daily(n_points)
+    rows = [(label, str(value)) for label, value in zip(series.labels, series.values,
+                                                         strict=True)]
+    input_path = write_input(tmp_path / "in.csv", rows)
+    config = tmp_path / "zscore.yml"
+    config.write_text(json.dumps({"reader": {"url": "http://localhost:9090"}, "queries": {},
+                                  "models": {"fast": {"type": "zscore"}}, "schedulers": {}}))
+    shown = run_cli_on_a_terminal(["backtest", "--config", str(config), "--csv",
+                                   str(input_path), "--out", str(tmp_path / "out.csv")])
+    assert f"{n_points} points" in shown
+    assert ("backtest fast" in shown and "100%" in shown) == shows_bar, shown
