@@ -32,7 +32,11 @@ large. On top of the likelihood:
 - a value leaving that running [min, max] by more than `spatial_tolerance` of the range scores
   the maximum (u = 1): a new extreme is an anomaly however noisy the series was;
 - after an alarm the detector stays quiet for `quiet_points` points, since an anomaly raises
-  the error for a while and every further alarm would be a repeat.
+  the error for a while and every further alarm would be a repeat;
+- each alarm of the last `rearm_points` points raises the alarm level by `rearm_step` times
+  `alarm_level` (up to u = 1), so a series that keeps alarming needs ever stronger evidence: a
+  flapping series pages once, not all day. Spatial anomalies are exempt: a new extreme always
+  alarms.
 
 Everything is computed causally inside `predict` from the context it is given (the score of
 column j uses only columns <= j, its forecast only columns < j), so the detector learns online
@@ -47,6 +51,7 @@ just where a flat-line anomaly starts.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -79,6 +84,10 @@ class LikelihoodParams(ModelParams):
     """Fraction of the running range a value may exceed it by before it is a spatial anomaly."""
     quiet_points: int = 30
     """Points after an alarm during which further alarms are suppressed."""
+    rearm_points: int = 250
+    """Points over which earlier alarms raise the alarm level."""
+    rearm_step: float = 0.5
+    """Fraction of alarm_level added per alarm in the last rearm_points (0: a fixed level)."""
     min_error_mean: float = 0.03
     """Lower bound of the error distribution's mean (Numenta's), so near-perfect forecasts do
     not turn every tiny wiggle into an alarm."""
@@ -109,8 +118,9 @@ class LikelihoodParams(ModelParams):
             raise ModelParamError("alarm_level", "must be in (0, 1]")
         if self.spatial_tolerance < 0:
             raise ModelParamError("spatial_tolerance", "must be >= 0")
-        if self.quiet_points < 0:
-            raise ModelParamError("quiet_points", "must be >= 0")
+        for key in ("quiet_points", "rearm_points", "rearm_step"):
+            if getattr(self, key) < 0:
+                raise ModelParamError(key, "must be >= 0")
         if not self.novelty_widths or min(self.novelty_widths) < 0:
             raise ModelParamError("novelty_widths", "must be a non-empty list of widths >= 0 "
                                   "(0 = the last-value forecast error)")
@@ -205,19 +215,43 @@ def _novelty(values: np.ndarray, width: int, lookback: int) -> np.ndarray:
     return novelty
 
 
-def _suppress_repeats(score: np.ndarray, quiet_points: int) -> np.ndarray:
-    """Zero every alarm (score >= 1) within quiet_points after the previous kept alarm."""
-    if quiet_points == 0:
-        return score
-    kept = score.copy()
-    for row in range(score.shape[0]):
-        last_alarm = -quiet_points - 1
-        for column in np.flatnonzero(score[row] >= 1.0):
-            if column - last_alarm <= quiet_points:
-                kept[row, column] = 0.0
-            else:
-                last_alarm = column
-    return kept
+def _alarm_level(params: LikelihoodParams, recent_alarms: np.ndarray | int) -> np.ndarray:
+    """The u an alarm needs after `recent_alarms` alarms within the last rearm_points."""
+    return np.minimum(params.alarm_level * (1.0 + params.rearm_step * recent_alarms), 1.0)
+
+
+def _gate_alarms(log_score: np.ndarray, spatial: np.ndarray, params: LikelihoodParams
+                 ) -> np.ndarray:
+    """anomaly_score = u / (the alarm level in force at each column), spatial anomalies
+    1 / alarm_level. An alarm (score >= 1) silences the next quiet_points columns and raises the
+    level for rearm_points columns. Which alarms fire is decided by walking only the columns that
+    could alarm, so the Python loop runs per candidate alarm, not per point."""
+    n_columns = log_score.shape[1]
+    columns = np.arange(n_columns)
+    score = np.empty_like(log_score)
+    for row in range(log_score.shape[0]):
+        u, extreme = log_score[row], spatial[row]
+        fired: list[int] = []
+        for column in np.flatnonzero(extreme | (u >= params.alarm_level)):
+            if fired and column - fired[-1] <= params.quiet_points:
+                continue
+            recent = len(fired) - bisect.bisect_left(fired, column - params.rearm_points)
+            if extreme[column] or u[column] >= _alarm_level(params, recent):
+                fired.append(column)
+        # alarms before each column (cumulative), then those within its rearm window
+        before = np.zeros(n_columns + 1)
+        before[np.asarray(fired, dtype=int) + 1] = 1.0
+        before = np.cumsum(before)
+        recent = before[columns] - before[np.maximum(columns - params.rearm_points, 0)]
+        score[row] = np.where(extreme, 1.0 / params.alarm_level,
+                              u / _alarm_level(params, recent))
+        silenced = np.zeros(n_columns + 1)
+        for column in fired:
+            silenced[column + 1] += 1.0
+            silenced[min(column + params.quiet_points + 1, n_columns)] -= 1.0
+        score[row] = np.where((np.cumsum(silenced)[:-1] > 0) & (score[row] >= 1.0), 0.0,
+                              score[row])
+    return score
 
 
 def _level_shift(values: np.ndarray, recent: int, baseline: int) -> np.ndarray:
@@ -319,7 +353,7 @@ class LikelihoodModel(Model):
         tolerance = params.spatial_tolerance * value_range
         spatial = (value_range > 0) & ((values > high + tolerance) | (values < low - tolerance))
         log_score = np.where(spatial, 1.0, log_score)
-        score = _suppress_repeats(log_score / params.alarm_level, params.quiet_points)
+        score = _gate_alarms(log_score, spatial, params)
         # Band: the error at which the score would reach 1 with a steady recent error level,
         # i.e. mean + z(alarm) * std in range units; an approximation for display.
         z_alarm = -float(ndtri(_LOG_FLOOR ** params.alarm_level))

@@ -7,6 +7,7 @@ from anomaly_sidecar.models.base import ModelParamError, SeriesBatch, build_para
 from anomaly_sidecar.models.likelihood import (
     LikelihoodModel,
     LikelihoodParams,
+    _gate_alarms,
     _level_shift,
     _novelty,
 )
@@ -53,6 +54,25 @@ def test_repeated_alarms_are_suppressed_for_quiet_points():
     quiet = scores(values, 1500)[0]
     assert loud[510] > 1 and quiet[500] > 1
     assert quiet[510] == 0.0
+
+
+def test_each_recent_alarm_raises_the_bar_and_new_extremes_always_alarm():
+    params = LikelihoodParams(alarm_level=0.3, quiet_points=30, rearm_points=250,
+                              rearm_step=0.5)
+    u = np.full((1, 1000), 0.1)
+    spatial = np.zeros((1, 1000), dtype=bool)
+    u[0, [100, 200, 210, 260, 700]] = [0.5, 0.5, 0.9, 0.5, 0.5]
+    spatial[0, 300] = True
+    score = _gate_alarms(u, spatial, params)[0]
+    assert score[100] == pytest.approx(0.5 / 0.3)           # first alarm: the base level
+    assert score[200] == pytest.approx(0.5 / 0.45)          # one alarm in the last 250 points
+    assert score[210] == 0.0                                 # inside the quiet period
+    assert score[260] == pytest.approx(0.5 / 0.6)           # two: not an alarm any more
+    assert score[300] == pytest.approx(1 / 0.3)             # a new extreme alarms regardless
+    assert score[700] == pytest.approx(0.5 / 0.3)           # 250 quiet points: back to base
+    assert score[400] == pytest.approx(0.1 / 0.6)           # 200 and 300 are still recent
+    fixed = _gate_alarms(u, spatial, LikelihoodParams(rearm_step=0.0))[0]
+    assert fixed[260] == pytest.approx(0.5 / 0.3)
 
 
 def test_changed_shape_within_the_usual_range_is_novel():
@@ -149,7 +169,8 @@ def test_save_load_round_trip(tmp_path):
                                           ({"novelty_widths": [-1]}, "novelty_widths"),
                                           ({"shift_recent": -1}, "shift_recent"),
                                           ({"range_points": 0}, "range_points"),
-                                          ({"quiet": 3}, "quiet")])
+                                          ({"quiet": 3}, "quiet"),
+                                          ({"rearm_step": -0.1}, "rearm_step")])
 def test_bad_parameters_name_the_key(raw, key):
     with pytest.raises(ModelParamError) as error:
         build_params(LikelihoodParams, raw)
