@@ -109,18 +109,17 @@ class LikelihoodParams(ModelParams):
     anomaly test); also the context the daemon reads, as it is the longest look back."""
 
     def validate(self) -> None:
-        for key in ("history", "error_window", "min_history"):
+        for key in ("history", "error_window", "min_history", "shift_baseline",
+                    "shift_error_window", "range_points"):
             if getattr(self, key) < 1:
                 raise ModelParamError(key, "must be at least 1")
+        for key in ("spatial_tolerance", "quiet_points", "rearm_points", "rearm_step"):
+            if getattr(self, key) < 0:
+                raise ModelParamError(key, "must be >= 0")
         if self.min_history > self.history:
             raise ModelParamError("min_history", "must not exceed history")
         if not 0.0 < self.alarm_level <= 1.0:
             raise ModelParamError("alarm_level", "must be in (0, 1]")
-        if self.spatial_tolerance < 0:
-            raise ModelParamError("spatial_tolerance", "must be >= 0")
-        for key in ("quiet_points", "rearm_points", "rearm_step"):
-            if getattr(self, key) < 0:
-                raise ModelParamError(key, "must be >= 0")
         if not self.novelty_widths or min(self.novelty_widths) < 0:
             raise ModelParamError("novelty_widths", "must be a non-empty list of widths >= 0 "
                                   "(0 = the last-value forecast error)")
@@ -128,9 +127,6 @@ class LikelihoodParams(ModelParams):
             raise ModelParamError("novelty_lookback", "must exceed twice the largest width")
         if self.shift_recent < 0:
             raise ModelParamError("shift_recent", "must be >= 0 (0 = no level-shift detector)")
-        for key in ("shift_baseline", "shift_error_window", "range_points"):
-            if getattr(self, key) < 1:
-                raise ModelParamError(key, "must be at least 1")
         if self.min_error_mean < 0 or self.min_error_std <= 0:
             raise ModelParamError("min_error_std", "floors must be >= 0 (std > 0)")
 
