@@ -113,7 +113,8 @@ class LikelihoodParams(ModelParams):
                     "shift_error_window", "range_points"):
             if getattr(self, key) < 1:
                 raise ModelParamError(key, "must be at least 1")
-        for key in ("spatial_tolerance", "quiet_points", "rearm_points", "rearm_step"):
+        for key in ("spatial_tolerance", "quiet_points", "rearm_points", "rearm_step",
+                    "min_error_mean"):
             if getattr(self, key) < 0:
                 raise ModelParamError(key, "must be >= 0")
         if self.min_history > self.history:
@@ -127,8 +128,8 @@ class LikelihoodParams(ModelParams):
             raise ModelParamError("novelty_lookback", "must exceed twice the largest width")
         if self.shift_recent < 0:
             raise ModelParamError("shift_recent", "must be >= 0 (0 = no level-shift detector)")
-        if self.min_error_mean < 0 or self.min_error_std <= 0:
-            raise ModelParamError("min_error_std", "floors must be >= 0 (std > 0)")
+        if self.min_error_std <= 0:
+            raise ModelParamError("min_error_std", "must be > 0")
 
 
 def _window_sums(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:

@@ -170,7 +170,9 @@ def test_save_load_round_trip(tmp_path):
                                           ({"shift_recent": -1}, "shift_recent"),
                                           ({"range_points": 0}, "range_points"),
                                           ({"quiet": 3}, "quiet"),
-                                          ({"rearm_step": -0.1}, "rearm_step")])
+                                          ({"rearm_step": -0.1}, "rearm_step"),
+                                          ({"min_error_mean": -0.1}, "min_error_mean"),
+                                          ({"min_error_std": 0}, "min_error_std")])
 def test_bad_parameters_name_the_key(raw, key):
     with pytest.raises(ModelParamError) as error:
         build_params(LikelihoodParams, raw)
