@@ -40,12 +40,15 @@ class Job:
         self.scheduler = scheduler
         self.model_config = model_config
         self.query = query
-        self.labels = JobLabels(scheduler.alias, model_config.alias, query_alias)
+        self.labels = JobLabels(scheduler.alias, model_config.alias, query_alias,
+                                model_config.type, model_class(model_config.type).score_kind)
         self.model: Model | None = None
         self.fitted_at: float | None = None
         self.cold_start_pending = False
         self.cold_start_requested: dict[SeriesKey, float] = {}
         """When each new series last asked for a cold-start fit (monotonic seconds)."""
+        self.scored_until: float | None = None
+        """Timestamp of the newest column the last inference scored."""
         self.state_directory = (state.job_directory(state_dir, scheduler.alias, model_config.alias,
                                                     query_alias) if state_dir else None)
 
@@ -188,7 +191,12 @@ class SchedulerRunner:
         return True
 
     def infer(self, job: Job) -> bool:
-        """Score the latest point of every series of the job; False (counted) on failure."""
+        """Score the latest point of every series of the job; False (counted) on failure.
+
+        A point-alarm model (score_kind "alarm") has every column since the last inference
+        scored and publishes the highest score among them: its alarm marks one point and the
+        next points are quiet, so an alarm on a column that was never the latest (infer_every
+        longer than the step, a late or skipped run) would otherwise be lost for good."""
         model = job.model
         if model is None:
             return False
@@ -201,23 +209,28 @@ class SchedulerRunner:
         try:
             batch = self.reader.query_range(job.query.expr, now - points * step, now, step)
             self._request_cold_start(job, model, batch.keys)
-            forecast = model.predict(batch, 1)
+            n_targets = (_unscored_columns(batch.timestamps, job.scored_until)
+                         if job.labels.score_kind == "alarm" else 1)
+            forecast = model.predict(batch, n_targets)
         except Exception as error:  # keep serving the last scores
             self.metrics.run_errors.labels(*labels).inc()
             log.error("inference of %s failed: %s", job.labels, error)
             return False
-        observed = batch.values[:, -1] if batch.values.shape[1] else np.zeros(0)
         with np.errstate(invalid="ignore"):
-            observed = np.where(np.isfinite(observed), observed, np.nan)
+            targets = batch.values[:, -n_targets:]
+            targets = np.where(np.isfinite(targets), targets, np.nan)
+        observed = targets[:, -1] if targets.shape[1] else np.full(len(batch.keys), np.nan)
         outputs = {
             "y": observed,
             "yhat": forecast.yhat[:, -1],
             "yhat_lower": forecast.yhat_lower[:, -1],
             "yhat_upper": forecast.yhat_upper[:, -1],
-            "anomaly_score": score_forecast(observed[:, None], forecast,
-                                            job.model_config.detection_direction,
-                                            job.model_config.min_dev_from_expected)[:, -1],
+            "anomaly_score": _highest(score_forecast(
+                targets, forecast, job.model_config.detection_direction,
+                job.model_config.min_dev_from_expected)),
         }
+        if batch.timestamps.size:
+            job.scored_until = float(batch.timestamps[-1])
         samples_seen = np.isfinite(batch.values).sum(axis=1)
         warm = ((samples_seen >= job.model_config.min_samples)
                 & np.isfinite(outputs["anomaly_score"]))
@@ -246,3 +259,17 @@ class SchedulerRunner:
             job.cold_start_pending = True
             self._fit_wakeup.set()
             log.info("%d new series in %s: cold-start fit requested", len(new_keys), job.labels)
+
+
+def _unscored_columns(timestamps: np.ndarray, scored_until: float | None) -> int:
+    """How many of the newest columns lie after the last scored one (at least 1)."""
+    if scored_until is None:
+        return 1
+    return max(1, int(np.count_nonzero(timestamps > scored_until)))
+
+
+def _highest(scores: np.ndarray) -> np.ndarray:
+    """Per row, the highest finite score among the columns (NaN where none is finite)."""
+    finite = np.isfinite(scores)
+    highest = np.where(finite, scores, -np.inf).max(axis=1, initial=-np.inf)
+    return np.where(finite.any(axis=1), highest, np.nan)

@@ -32,17 +32,27 @@ _HELP = {
 
 @dataclass(frozen=True)
 class JobLabels:
-    """The labels the sidecar adds to each output series of one (scheduler, model, query)."""
+    """One (scheduler, model, query): the labels it adds to each of its output series, and
+    what its anomaly_sidecar_model_info series says about the model behind them."""
 
     scheduler_alias: str
     model_alias: str
     query_alias: str
+    model_type: str
+    score_kind: str
+    """Model.score_kind: "band" or "alarm"; the alert rules pick their expression by it."""
 
     def apply(self, key: SeriesKey) -> dict[str, str]:
         labels = dict(key)
-        labels.update({"for": self.query_alias, "model_alias": self.model_alias,
-                       "scheduler_alias": self.scheduler_alias})
+        labels.update(self._job_labels())
         return labels
+
+    def info_labels(self) -> dict[str, str]:
+        return {**self._job_labels(), "type": self.model_type, "score_kind": self.score_kind}
+
+    def _job_labels(self) -> dict[str, str]:
+        return {"for": self.query_alias, "model_alias": self.model_alias,
+                "scheduler_alias": self.scheduler_alias}
 
 
 @dataclass
@@ -91,6 +101,7 @@ class OutputCollector:
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
+            jobs = list(self._series)
             entries = [entry for series in self._series.values() for entry in series.values()]
         for name in OUTPUT_NAMES:
             metric = Metric(self.names[name], _HELP[name], "gauge")
@@ -103,6 +114,15 @@ class OutputCollector:
         for entry in entries:
             warm.add_sample("anomaly_sidecar_model_warm", entry.labels, 1.0 if entry.warm else 0.0)
         yield warm
+        # Joined by the alert rules on (for, model_alias, scheduler_alias): a point-alarm model
+        # needs a different rule from a band model, and the output series cannot say which
+        # they come from without a label that would split `min without (model_alias, ...)`.
+        info = Metric("anomaly_sidecar_model_info",
+                      "1 per published job: the model type and its score_kind (band or alarm)",
+                      "gauge")
+        for job in jobs:
+            info.add_sample("anomaly_sidecar_model_info", job.info_labels(), 1.0)
+        yield info
 
 
 class SelfMetrics:

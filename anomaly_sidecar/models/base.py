@@ -91,6 +91,12 @@ class Model(ABC):
 
     type_name: ClassVar[str]
     Params: ClassVar[type[ModelParams]]
+    score_kind: ClassVar[str] = "band"
+    """How anomaly_score behaves while something is wrong, which decides the alert rule that
+    fits it: "band" scores stay > 1 for as long as the value is outside the band (so an alert
+    can wait `for` a few minutes); "alarm" scores mark single points, each followed by a quiet
+    period (so an alert must look back over a window instead). Published on
+    anomaly_sidecar_model_info."""
 
     def __init__(self, params: ModelParams) -> None:
         self.params = params

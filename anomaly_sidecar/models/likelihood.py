@@ -287,6 +287,7 @@ class LikelihoodModel(Model):
     """Numenta-style anomaly likelihood over window novelty; see the module docstring."""
 
     type_name = "likelihood"
+    score_kind = "alarm"
     Params = LikelihoodParams
     params: LikelihoodParams
 

@@ -17,7 +17,7 @@ from anomaly_sidecar.scheduler import Job, SchedulerRunner
 from anomaly_sidecar.writer import JobLabels, OutputCollector, SelfMetrics
 from tests.support.services import require_binary
 
-JOB = JobLabels("main", "cpu_zscore", "cpu")
+JOB = JobLabels("main", "cpu_zscore", "cpu", "zscore", "band")
 KEYS = [(("instance", "h1"), ("mode", "user")), (("instance", "h2"), ("mode", "user"))]
 
 
@@ -54,6 +54,31 @@ def test_output_names_labels_and_template():
         assert name not in found
     warm = {labels["instance"]: value for labels, value in found["anomaly_sidecar_model_warm"]}
     assert warm == {"h1": 1.0, "h2": 0.0}
+
+
+def test_model_info_says_which_models_publish_point_alarms():
+    """The alert rules pick their expression by score_kind: the likelihood model's single-point
+    alarms would never satisfy a `for: 5m` band rule."""
+    config = parse_config({
+        "reader": {"url": "http://127.0.0.1:9"},
+        "queries": {"cpu": {"expr": "up"}},
+        "models": {"cpu_likelihood": {"type": "likelihood"}, "cpu_mad": {"type": "mad"}},
+        "schedulers": {"main": {"fit_every": "1h", "fit_window": "1d", "infer_every": "1m"}},
+    }, "inline")
+    collector = OutputCollector()
+    for alias in ("cpu_likelihood", "cpu_mad"):
+        job = Job(config.schedulers["main"], config.models[alias], "cpu", config.queries["cpu"],
+                  None)
+        collector.update(job.labels, KEYS, outputs_for([0.0, 0.0]), np.array([True, True]),
+                         100.0, 3600)
+    info = parsed(exposition(collector))["anomaly_sidecar_model_info"]
+    assert sorted(info, key=lambda sample: sample[0]["model_alias"]) == [
+        ({"for": "cpu", "model_alias": "cpu_likelihood", "scheduler_alias": "main",
+          "type": "likelihood", "score_kind": "alarm"}, 1.0),
+        ({"for": "cpu", "model_alias": "cpu_mad", "scheduler_alias": "main",
+          "type": "mad", "score_kind": "band"}, 1.0)]
+    collector.forget_jobs_except(set())
+    assert "anomaly_sidecar_model_info" not in parsed(exposition(collector))
 
 
 def test_exposition_passes_promtool():

@@ -7,6 +7,7 @@ import math
 import time
 
 import numpy as np
+import pytest
 from prometheus_client import CollectorRegistry
 
 from anomaly_sidecar.config import parse_config
@@ -61,3 +62,44 @@ def test_direction_min_dev_and_warm_up_shape_the_scores(tmp_path):
     assert scores["tolerant"] == 0
     assert "cautious" not in scores and warm["cautious"] == 0
     assert warm["both"] == 1
+
+
+def published_scores(outputs: OutputCollector) -> dict[str, float]:
+    return {sample.labels["model_alias"]: sample.value for metric in outputs.collect()
+            if metric.name == "anomaly_score" for sample in metric.samples}
+
+
+def test_a_point_alarm_between_two_inferences_is_published(tmp_path):
+    """infer_every 3m over a 1m step: the likelihood model's alarm falls on a column that is the
+    latest at neither inference, yet anomaly_score carries it (the highest score of the columns
+    since the last inference). A job without an earlier inference scores the latest column
+    only, which is quiet after the alarm."""
+    step = 60.0
+    end = math.floor(time.time() / step) * step - step
+    stamps = end - step * np.arange(399, -1, -1)
+    values = 100 + np.random.default_rng(1).normal(0, 1, len(stamps))
+    values[-2] = 130.0  # a new extreme one column before the latest: a spatial alarm
+    with victoria_metrics(tmp_path / "vm", ["-search.latencyOffset=0s"]) as service:
+        import_lines(service.url, {"alarm": list(zip(stamps, values, strict=True))})
+        config = parse_config({
+            "reader": {"url": service.url},
+            "queries": {"q": {"expr": "imported", "step": "1m"}},
+            "models": {alias: {"type": "likelihood", "min_samples": 150}
+                       for alias in ("followed", "fresh")},
+            "schedulers": {"s": {"fit_every": "1h", "fit_window": "2h", "infer_every": "3m"}},
+        }, "inline")
+        now = [end - 3 * step + 1]
+        outputs = OutputCollector()
+        runner = SchedulerRunner(config.schedulers["s"], [], PromReader(config.reader),
+                                 outputs, SelfMetrics(CollectorRegistry()), clock=lambda: now[0])
+        wait_for(lambda: runner.reader.query_range("imported", end - 600, end, step).keys, 20)
+        followed, fresh = (Job(config.schedulers["s"], config.models[alias], "q",
+                               config.queries["q"], None) for alias in ("followed", "fresh"))
+        assert runner.fit(followed) and runner.infer(followed)
+        before = published_scores(outputs)["followed"]
+        now[0] = end + 1
+        assert runner.fit(fresh) and runner.infer(fresh) and runner.infer(followed)
+    after = published_scores(outputs)
+    assert before < 1
+    assert after["followed"] == pytest.approx(1 / config.models["followed"].params.alarm_level)
+    assert after["fresh"] < 1
