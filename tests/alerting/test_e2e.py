@@ -72,8 +72,12 @@ def test_rules_and_dashboards_use_metrics_the_components_expose(stack, component
 
 
 def test_injected_anomaly_pages_slack_and_resolves(stack):
+    """The likelihood model scores the same series beside the two MAD models: its point alarm
+    pages as AnomalyAlarm, and it stays out of AnomalyScoreHigh's minimum (its score is 0 again
+    one point after the alarm, which would otherwise keep the band alert from ever firing)."""
     stack.wait_until_scored_normal()
-    assert [r for r in stack.catcher.requests if "AnomalyScoreHigh" in str(r.body)] == []
+    assert [r for r in stack.catcher.requests if "AnomalyScoreHigh" in str(r.body)
+            or "AnomalyAlarm" in str(r.body)] == []
 
     stack.baseline.spike(100.0)
     instance = stack.target.address
@@ -87,6 +91,11 @@ def test_injected_anomaly_pages_slack_and_resolves(stack):
     assert f"{QUERY_ALIAS} on {instance} is far outside its forecast band (score " in text
     assert "*Severity:* critical" in text and f"*Series:* {QUERY_ALIAS}" in text
     assert "anomalyscorehigh|Runbook>" in text and "aiinfra-anomaly" in text
+    alarm = stack.catcher.wait_for(titled("[FIRING:1] WARNING AnomalyAlarm"), DELIVERY_TIMEOUT)
+    assert slack_titles(alarm) == [f"[FIRING:1] WARNING AnomalyAlarm on {instance}"]
+    assert alarm.body["channel"] == "#aiinfra-alerts"
+    assert f"{QUERY_ALIAS} on {instance} raised an anomaly alarm (score 1.00)" in \
+        slack_texts(alarm)[0]
     remediation = stack.catcher.wait_for(
         lambda r: r.path == "/remediation" and r.body["commonLabels"].get("alertname")
         == "AnomalyScoreHigh", DELIVERY_TIMEOUT)

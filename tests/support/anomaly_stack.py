@@ -2,9 +2,10 @@
 benchmarks/e2e_latency.py.
 
 A controllable target serves `test_value{series="latency"}`, a slow sine around 10 (a normal,
-slightly moving metric); the real sidecar scores it with two robust rolling models; the real
-Prometheus evaluates test variants of the shipped rules (generated, `for` shortened) and the
-real Alertmanager (shipped routing, seconds-long group timing) posts to a local Slack catcher.
+slightly moving metric); the real sidecar scores it with two robust rolling models (band
+scores) and the likelihood detector (point alarms); the real Prometheus evaluates test variants
+of the shipped rules (generated, `for` shortened) and the real Alertmanager (shipped routing,
+seconds-long group timing) posts to a local Slack catcher.
 """
 
 from __future__ import annotations
@@ -27,8 +28,17 @@ from tests.support.slack_catcher import SlackCatcher
 from tests.support.target import ControllableTarget, controllable_target
 
 QUERY_ALIAS = "latency"
-MODELS = {"mad_short": 30, "mad_long": 60}  # alias -> window (points); both must agree
+BAND_MODELS = {"mad_short": 30, "mad_long": 60}  # alias -> window (points); both must agree
+ALARM_MODEL = "likelihood"
 WARM_POINTS = 15  # points a model needs before it scores (keeps the warm-up to ~15 s)
+# The default detector with its spans cut to the seconds-long test and its alarm level at the
+# maximum, so that only a new extreme alarms: a late scrape on a loaded machine bends the sine
+# enough for a lower level to alarm, and each alarm holds AnomalyAlarm for 10m. The first sine
+# period sets new extremes too; a quiet period shorter than WARM_POINTS keeps those from
+# silencing the injected spike.
+LIKELIHOOD_PARAMS = {"history": 60, "min_history": 30, "novelty_widths": [7],
+                     "novelty_lookback": 42, "shift_recent": 0, "range_points": 120,
+                     "alarm_level": 1.0, "spatial_tolerance": 0.25, "quiet_points": 5}
 
 
 @dataclass(frozen=True)
@@ -91,11 +101,16 @@ def sidecar_test_config(path: Path, timings: Timings) -> Path:
         "reader": {"url": "http://127.0.0.1:9090"},  # rewritten by Stack to its Prometheus
         "queries": {QUERY_ALIAS: {"expr": f'test_value{{series="{QUERY_ALIAS}"}}',
                                   "step": timings.infer_every}},
-        "models": {alias: {"type": "mad", "window": window, "min_window_points": WARM_POINTS,
-                           "min_samples": WARM_POINTS, "queries": [QUERY_ALIAS]}
-                   for alias, window in MODELS.items()},
+        "models": {
+            **{alias: {"type": "mad", "window": window, "min_window_points": WARM_POINTS,
+                       "min_samples": WARM_POINTS, "queries": [QUERY_ALIAS]}
+               for alias, window in BAND_MODELS.items()},
+            ALARM_MODEL: {"type": "likelihood", "min_samples": WARM_POINTS,
+                          "queries": [QUERY_ALIAS], **LIKELIHOOD_PARAMS},
+        },
         "schedulers": {"main": {"fit_every": "1h", "fit_window": "10m",
-                                "infer_every": timings.infer_every, "models": list(MODELS)}},
+                                "infer_every": timings.infer_every,
+                                "models": [*BAND_MODELS, ALARM_MODEL]}},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -117,12 +132,13 @@ class AnomalyStack:
         return {r["metric"]["model_alias"]: float(r["value"][1]) for r in results}
 
     def wait_until_scored_normal(self, timeout_seconds: float = 120.0) -> None:
-        """Both models warm and scoring the sine as normal (< 1) in Prometheus."""
+        """Every model warm and scoring the sine as normal (< 1) in Prometheus."""
         def calm() -> dict[str, float] | None:
             scores = self.scores()
-            return scores if set(scores) == set(MODELS) and max(scores.values()) < 1 else None
+            return (scores if set(scores) == {*BAND_MODELS, ALARM_MODEL}
+                    and max(scores.values()) < 1 else None)
 
-        wait_for(calm, timeout_seconds, message="both models scoring the baseline below 1")
+        wait_for(calm, timeout_seconds, message="every model scoring the baseline below 1")
 
 
 @contextmanager
