@@ -42,6 +42,10 @@ class JobLabels:
     score_kind: str
     """Model.score_kind: "band" or "alarm"; the alert rules pick their expression by it."""
 
+    def __str__(self) -> str:
+        """How logs name the job: the three aliases a config author wrote, not the repr."""
+        return f"{self.scheduler_alias}/{self.model_alias}/{self.query_alias}"
+
     def apply(self, key: SeriesKey) -> dict[str, str]:
         labels = dict(key)
         labels.update(self._job_labels())

@@ -81,6 +81,10 @@ def test_model_info_says_which_models_publish_point_alarms():
     assert "anomaly_sidecar_model_info" not in parsed(exposition(collector))
 
 
+def test_logs_name_a_job_by_its_aliases():
+    assert str(JOB) == "main/cpu_zscore/cpu"
+
+
 def test_exposition_passes_promtool():
     collector = OutputCollector()
     collector.update(JOB, KEYS, outputs_for([1.0, 0.2]), np.array([True, True]), 100.0, 3600)
