@@ -32,6 +32,13 @@ def _suppressed(deviation: np.ndarray, direction: Direction,
     return ignored
 
 
+def _missing(y: np.ndarray, yhat: np.ndarray, yhat_lower: np.ndarray,
+             yhat_upper: np.ndarray) -> np.ndarray:
+    """Where y or the forecast is missing: such points are never scored (NaN, not 0)."""
+    return ~(np.isfinite(y) & np.isfinite(yhat) & np.isfinite(yhat_lower)
+             & np.isfinite(yhat_upper))
+
+
 def anomaly_score(y: np.ndarray, yhat: np.ndarray, yhat_lower: np.ndarray, yhat_upper: np.ndarray,
                   direction: Direction = "both", min_dev_from_expected: float = 0.0) -> np.ndarray:
     """Elementwise score; NaN wherever y or the forecast is missing (never scored, never 0).
@@ -46,9 +53,7 @@ def anomaly_score(y: np.ndarray, yhat: np.ndarray, yhat_lower: np.ndarray, yhat_
         half_width = np.maximum(half_width, _TINY)
         score = np.abs(deviation) / half_width
     score = np.where(_suppressed(deviation, direction, min_dev_from_expected), 0.0, score)
-    invalid = ~(np.isfinite(y) & np.isfinite(yhat) & np.isfinite(yhat_lower)
-                & np.isfinite(yhat_upper))
-    return np.where(invalid, np.nan, score)
+    return np.where(_missing(y, yhat, yhat_lower, yhat_upper), np.nan, score)
 
 
 def score_forecast(y: np.ndarray, forecast, direction: Direction = "both",
@@ -56,10 +61,10 @@ def score_forecast(y: np.ndarray, forecast, direction: Direction = "both",
     """The score every caller publishes: the model's own score_hint when it gives one (with the
     same direction and min_dev rules applied), else the band formula above. A hinted score is
     kept where y happens to equal yhat: the model, not the band, says how unusual that is."""
-    band_score = anomaly_score(y, forecast.yhat, forecast.yhat_lower, forecast.yhat_upper,
-                               direction, min_dev_from_expected)
     if forecast.score_hint is None:
-        return band_score
+        return anomaly_score(y, forecast.yhat, forecast.yhat_lower, forecast.yhat_upper,
+                             direction, min_dev_from_expected)
     suppressed = _suppressed(y - forecast.yhat, direction, min_dev_from_expected)
-    hint = np.where(np.isnan(band_score), np.nan, forecast.score_hint)
+    hint = np.where(_missing(y, forecast.yhat, forecast.yhat_lower, forecast.yhat_upper),
+                    np.nan, forecast.score_hint)
     return np.where(suppressed & ~np.isnan(hint), 0.0, hint)
