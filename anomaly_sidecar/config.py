@@ -92,6 +92,12 @@ class SchedulerConfig:
     fit_window_seconds: float
     infer_every_seconds: float
     models: list[str]
+    alarm_catch_up_seconds: float = 600.0
+    """How far back a point-alarm model's first inference after a gap (a read outage) scores
+    the columns it has not scored yet; 10m, or infer_every if longer, unless configured. An
+    older alarm is not published: the AnomalyAlarm rule reads the score over 10m and says the
+    alarm came "within the last 10m", so a page about an alarm from an hour ago would be wrong
+    about when it happened."""
 
 
 @dataclass(frozen=True)
@@ -337,19 +343,24 @@ def _parse_model(checker: _Checker, alias: str, section: dict,
 def _parse_scheduler(checker: _Checker, alias: str, section: dict,
                      models: Mapping[str, ModelConfig]) -> SchedulerConfig:
     prefix = f"schedulers.{alias}"
-    checker.allowed_keys(section, prefix, ("fit_every", "fit_window", "infer_every", "models"))
+    checker.allowed_keys(section, prefix, ("fit_every", "fit_window", "infer_every",
+                                           "alarm_catch_up", "models"))
     durations = {key: checker.typed(section, prefix, key, parse_duration, required=True)
                  for key in ("fit_every", "fit_window", "infer_every")}
-    if durations["fit_every"] < durations["infer_every"]:
-        raise checker.fail(f"{prefix}.fit_every",
-                           f"must be >= infer_every ({section['fit_every']} < "
-                           f"{section['infer_every']})")
+    durations["alarm_catch_up"] = checker.typed(
+        section, prefix, "alarm_catch_up", parse_duration,
+        default=max(SchedulerConfig.alarm_catch_up_seconds, durations["infer_every"]))
+    for key in ("fit_every", "alarm_catch_up"):
+        if durations[key] < durations["infer_every"]:
+            raise checker.fail(f"{prefix}.{key}", f"must be >= infer_every ({section[key]} < "
+                                                  f"{section['infer_every']})")
     return SchedulerConfig(
         alias=alias,
         fit_every_seconds=durations["fit_every"],
         fit_window_seconds=durations["fit_window"],
         infer_every_seconds=durations["infer_every"],
         models=checker.alias_list(section, prefix, "models", models, "model"),
+        alarm_catch_up_seconds=durations["alarm_catch_up"],
     )
 
 

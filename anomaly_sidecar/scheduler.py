@@ -196,7 +196,8 @@ class SchedulerRunner:
         A point-alarm model (score_kind "alarm") has every column since the last inference
         scored and publishes the highest score among them: its alarm marks one point and the
         next points are quiet, so an alarm on a column that was never the latest (infer_every
-        longer than the step, a late or skipped run) would otherwise be lost for good."""
+        longer than the step, a late or skipped run) would otherwise be lost for good. After a
+        long gap only the last alarm_catch_up is scored (see SchedulerConfig)."""
         model = job.model
         if model is None:
             return False
@@ -209,7 +210,7 @@ class SchedulerRunner:
         try:
             batch = self.reader.query_range(job.query.expr, now - points * step, now, step)
             self._request_cold_start(job, model, batch.keys)
-            n_targets = (_unscored_columns(batch.timestamps, job.scored_until)
+            n_targets = (self._alarm_targets(job, batch.timestamps, now)
                          if job.labels.score_kind == "alarm" else 1)
             forecast = model.predict(batch, n_targets)
         except Exception as error:  # keep serving the last scores
@@ -245,6 +246,17 @@ class SchedulerRunner:
         self.metrics.run_duration.labels(*labels).observe(time.monotonic() - started)
         self.metrics.last_success.labels(*labels).set(self.clock())
         return True
+
+    def _alarm_targets(self, job: Job, timestamps: np.ndarray, now: float) -> int:
+        """How many of the newest columns a point-alarm model scores: those since the last
+        inference, but none older than alarm_catch_up."""
+        oldest = now - self.config.alarm_catch_up_seconds
+        if job.scored_until is not None and job.scored_until < oldest:
+            log.warning("%s: last scored %.0fs ago; scoring only the last %.0fs, older alarms "
+                        "are not published", job.labels, now - job.scored_until,
+                        self.config.alarm_catch_up_seconds)
+        scored_until = None if job.scored_until is None else max(job.scored_until, oldest)
+        return _unscored_columns(timestamps, scored_until)
 
     def _request_cold_start(self, job: Job, model: Model, keys: list[SeriesKey]) -> None:
         """New series the model cannot predict get a fit on the history available. A series

@@ -48,6 +48,9 @@ def test_minimal_config_from_the_issue_is_valid(tmp_path):
     pytest.param(("    fit_every: 10m\n", "    fit_every: 10s\n"),
                  "schedulers.main.fit_every: must be >= infer_every (10s < 15s)",
                  id="fit-every-below-infer-every"),
+    pytest.param(("    fit_every: 10m\n", "    fit_every: 10m\n    alarm_catch_up: 5s\n"),
+                 "schedulers.main.alarm_catch_up: must be >= infer_every (5s < 15s)",
+                 id="alarm-catch-up-below-infer-every"),
     pytest.param(("    models: [cpu_zscore]\n", "    models: [cpu_arima]\n"),
                  "schedulers.main.models: model 'cpu_arima' is not defined", id="missing-model"),
     pytest.param(("    type: zscore\n", "    type: prophet\n"),
@@ -64,6 +67,15 @@ def test_check_config_rejects(tmp_path, edit, message):
     with pytest.raises(ConfigError) as raised:
         load_config(path)
     assert message in str(raised.value)
+
+
+def test_alarm_catch_up_defaults_to_ten_minutes_or_infer_every(tmp_path):
+    path = tmp_path / "catch_up.yml"
+    path.write_text(MINIMAL_CONFIG)
+    assert load_config(path).schedulers["main"].alarm_catch_up_seconds == 600
+    path.write_text(MINIMAL_CONFIG.replace("    infer_every: 15s\n", "    infer_every: 15m\n")
+                    .replace("    fit_every: 10m\n", "    fit_every: 30m\n"))
+    assert load_config(path).schedulers["main"].alarm_catch_up_seconds == 900
 
 
 def test_arima_order_errors_name_the_model_key(tmp_path):

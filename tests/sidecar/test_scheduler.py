@@ -103,3 +103,42 @@ def test_a_point_alarm_between_two_inferences_is_published(tmp_path):
     assert before < 1
     assert after["followed"] == pytest.approx(1 / config.models["followed"].params.alarm_level)
     assert after["fresh"] < 1
+
+
+def test_after_a_gap_only_alarms_within_alarm_catch_up_are_published(tmp_path):
+    """A job last scored 30 minutes ago (a read outage) with an alarm 19 minutes ago: with the
+    default alarm_catch_up (10m) the alarm is too old to page on and is not published; with
+    alarm_catch_up 30m it is."""
+    step = 60.0
+    end = math.floor(time.time() / step) * step - step
+    stamps = end - step * np.arange(399, -1, -1)
+    values = 100 + np.random.default_rng(2).normal(0, 1, len(stamps))
+    values[-20] = 130.0  # a new extreme 19 steps before the latest column
+    with victoria_metrics(tmp_path / "vm", ["-search.latencyOffset=0s"]) as service:
+        import_lines(service.url, {"gap": list(zip(stamps, values, strict=True))})
+        config = parse_config({
+            "reader": {"url": service.url},
+            "queries": {"q": {"expr": "imported", "step": "1m"}},
+            "models": {"detector": {"type": "likelihood", "min_samples": 150}},
+            "schedulers": {
+                "default": {"fit_every": "1h", "fit_window": "2h", "infer_every": "1m"},
+                "long": {"fit_every": "1h", "fit_window": "2h", "infer_every": "1m",
+                         "alarm_catch_up": "30m"}},
+        }, "inline")
+        now = [end - 30 * step + 1]
+        published = {}
+        for alias, scheduler in config.schedulers.items():
+            outputs = OutputCollector()
+            runner = SchedulerRunner(scheduler, [], PromReader(config.reader), outputs,
+                                     SelfMetrics(CollectorRegistry()), clock=lambda: now[0])
+            wait_for(lambda runner=runner: runner.reader.query_range(
+                "imported", end - 600, end, step).keys, 20)
+            job = Job(scheduler, config.models["detector"], "q", config.queries["q"], None)
+            now[0] = end - 30 * step + 1
+            assert runner.fit(job) and runner.infer(job)
+            assert published_scores(outputs)["detector"] < 1
+            now[0] = end + 1
+            assert runner.infer(job)
+            published[alias] = published_scores(outputs)["detector"]
+    assert published["default"] < 1
+    assert published["long"] == pytest.approx(1 / config.models["detector"].params.alarm_level)
