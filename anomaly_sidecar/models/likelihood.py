@@ -185,28 +185,32 @@ def _running_extremes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _novelty(values: np.ndarray, width: int, lookback: int) -> np.ndarray:
     """RMS distance from the window of `width` points ending at each column to the nearest
     earlier, non-overlapping window at most `lookback` columns back (NaN if none). Computed in
-    blocks of windows against their band of candidates, so the cost is O(n * lookback)."""
+    blocks of windows against their band of candidates, so the cost is O(n * lookback); the
+    band's shape is the same for every block, so it is built once, as 0 (allowed) or inf, and
+    added, and a candidate with a gap gets an infinite norm."""
     novelty = np.full_like(values, np.nan)
     n_windows = values.shape[1] - width + 1
+    if n_windows <= width:
+        return novelty
+    # band[i, m]: may query block_start + i be matched with candidate block_start - lookback + m?
+    apart = lookback + np.arange(_NOVELTY_BLOCK)[:, None] - np.arange(lookback + _NOVELTY_BLOCK)
+    band = np.where((apart >= width) & (apart <= lookback), 0.0, np.inf)
     for row in range(values.shape[0]):
-        if n_windows <= width:
-            break
         centred = values[row] - np.nanmedian(values[row])
         windows = np.lib.stride_tricks.sliding_window_view(centred, width)
         valid = np.isfinite(windows).all(axis=1)
         windows = np.where(valid[:, None], windows, 0.0)
         norms = (windows * windows).sum(axis=1)
+        candidate_norms = np.where(valid, norms, np.inf)
         nearest = np.full(n_windows, np.inf)
         for start in range(width, n_windows, _NOVELTY_BLOCK):
-            queries = np.arange(start, min(n_windows, start + _NOVELTY_BLOCK))
-            first, last = max(0, start - lookback), queries[-1] - width + 1
-            candidates = np.arange(first, last)
-            distance = (norms[queries, None] + norms[None, first:last]
-                        - 2.0 * windows[queries] @ windows[first:last].T)
-            allowed = ((candidates[None, :] <= queries[:, None] - width)
-                       & (candidates[None, :] >= queries[:, None] - lookback)
-                       & valid[None, first:last])
-            nearest[queries] = np.where(allowed, distance, np.inf).min(axis=1)
+            stop = min(n_windows, start + _NOVELTY_BLOCK)
+            first, last = max(0, start - lookback), stop - width
+            distance = norms[start:stop, None] + candidate_norms[None, first:last]
+            distance += (-2.0 * windows[start:stop]) @ windows[first:last].T
+            shift = first - start + lookback
+            distance += band[:stop - start, shift:shift + last - first]
+            nearest[start:stop] = distance.min(axis=1)
         nearest = np.sqrt(np.maximum(nearest, 0.0) / width)
         novelty[row, width - 1:] = np.where(valid & np.isfinite(nearest), nearest, np.nan)
     return novelty
