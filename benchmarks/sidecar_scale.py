@@ -98,8 +98,9 @@ def sidecar_config(url: str, prefix: str, fit_points: int, models: list[str]) ->
 
 
 def run_cycles(url: str, prefix: str, n_series: int, fit_points: int, end: float,
-               models: list[str]) -> dict:
-    """One fit and one inference per model through SchedulerRunner; seconds per stage."""
+               models: list[str]) -> dict[str, float]:
+    """One fit and one inference per model through SchedulerRunner, printed per model; the fit
+    seconds of each, which the statsmodels comparison needs."""
     config = parse_config(sidecar_config(url, prefix, fit_points, models), "benchmark")
     registry = CollectorRegistry()
     metrics = SelfMetrics(registry)
@@ -107,12 +108,12 @@ def run_cycles(url: str, prefix: str, n_series: int, fit_points: int, end: float
     scheduler = config.schedulers["s"]
     reader = PromReader(config.reader, on_request=metrics.record_request)
     runner = SchedulerRunner(scheduler, [], reader, outputs, metrics, clock=lambda: end + 1)
-    figures = {}
+    fit_seconds = {}
     for alias in models:
         job = Job(scheduler, config.models[alias], "q", config.queries["q"], None)
         started = time.perf_counter()
         assert runner.fit(job), f"fit of {alias} failed"
-        fit_seconds = time.perf_counter() - started
+        fit_seconds[alias] = time.perf_counter() - started
         read_before = registry.get_sample_value(READ_SECONDS)
         started = time.perf_counter()
         assert runner.infer(job), f"inference of {alias} failed"
@@ -120,12 +121,11 @@ def run_cycles(url: str, prefix: str, n_series: int, fit_points: int, end: float
         read_seconds = registry.get_sample_value(READ_SECONDS) - read_before
         published = sum(1 for metric in outputs.collect() if metric.name == "anomaly_score"
                         for sample in metric.samples if sample.labels["model_alias"] == alias)
-        figures[alias] = (fit_seconds, infer_seconds, read_seconds, published, job.model)
-    for alias, (fit_seconds, infer_seconds, read_seconds, published, _) in figures.items():
-        print(f"  {alias:10s} fit {fit_seconds:7.2f} s ({n_series / fit_seconds:9.0f} series/s)"
+        print(f"  {alias:10s} fit {fit_seconds[alias]:7.2f} s "
+              f"({n_series / fit_seconds[alias]:9.0f} series/s)"
               f"   inference {infer_seconds:6.2f} s ({n_series / infer_seconds:9.0f} series/s,"
-              f" {read_seconds:5.2f} s of it in HTTP requests)   scored {published}")
-    return figures
+              f" {read_seconds:5.2f} s of it in HTTP requests)   scored {published}", flush=True)
+    return fit_seconds
 
 
 def statsmodels_ratio(values: np.ndarray, batched_fit_seconds: float) -> None:
@@ -168,10 +168,10 @@ def main() -> None:
             import_series(service.url, f"s{n_series}", values, end)
             print(f"{n_series} series x {args.fit_points} points "
                   f"(imported in {time.perf_counter() - started:.1f} s):")
-            figures = run_cycles(service.url, f"s{n_series}", n_series, args.fit_points, end,
-                                 args.models)
-            if "arima" in figures:
-                statsmodels_ratio(values, figures["arima"][0])
+            fit_seconds = run_cycles(service.url, f"s{n_series}", n_series, args.fit_points,
+                                     end, args.models)
+            if "arima" in fit_seconds:
+                statsmodels_ratio(values, fit_seconds["arima"])
 
 
 if __name__ == "__main__":
