@@ -1,12 +1,12 @@
 """Walk-forward backtest: run a configured model over a recorded series as the daemon would.
 
-At every point only the past is used. The series is cut into chunks of `fit_every` points; at
-the start of each chunk the model is refitted on the preceding `fit_window` points (the first
-refits come sooner, after min_samples, 2x, 4x ... points, as a fresh daemon would not wait a
-whole fit_every to start), and the chunk is then forecast with `Model.predict` (causal by
-contract) from the preceding `context_points` and scored with `scoring.score_forecast`: the
-very functions the daemon calls. Rows map 1:1 to input rows (no resampling), which is what
-position-matched benchmarks like NAB need.
+The series goes through the daemon's own streaming path (detector.Detector: the model, the
+shared calibration and the alarm gate, with per-series state) in chunks, so every point is
+scored once, from the past only, exactly as a running sidecar would score it. A model that
+learns (ARIMA, LSTM) is refitted before the chunks that start at its refit points: after its
+warm-up, twice that, four times ... (a fresh daemon does not wait a whole fit_every to start),
+then every fit_every, each time a fresh model fitted on the preceding fit_window. Rows map 1:1
+to input rows (no resampling), which is what position-matched benchmarks like NAB need.
 """
 
 from __future__ import annotations
@@ -21,12 +21,17 @@ from pathlib import Path
 
 import numpy as np
 
-from anomaly_sidecar.config import ModelConfig, build_model
-from anomaly_sidecar.models.base import SeriesBatch
-from anomaly_sidecar.scoring import score_forecast
+from anomaly_sidecar.config import ModelConfig
+from anomaly_sidecar.detector import build_detector
+from anomaly_sidecar.durations import span_points
+from anomaly_sidecar.models.base import SeriesBatch, model_class
 
 OUTPUT_COLUMNS = ("timestamp", "y", "yhat", "yhat_lower", "yhat_upper", "anomaly_score")
 SERIES_KEY = (("series", "backtest"),)
+MIN_FIRST_FIT_POINTS = 50
+"""A learning model is first fitted after its warm-up, but never on fewer points than this."""
+CHUNK_POINTS = 2000
+"""Points per update when nothing is refitted in between (only progress reports see it)."""
 
 
 class BacktestInputError(ValueError):
@@ -49,17 +54,23 @@ class Cadence:
 
     fit_every: int
     fit_window: int
-    min_samples: int
+    first_fit: int
 
     @classmethod
     def from_seconds(cls, seconds: np.ndarray, fit_every_seconds: float,
-                     fit_window_seconds: float, min_samples: int) -> Cadence:
+                     fit_window_seconds: float, warm_up_seconds: float) -> Cadence:
         """Convert the scheduler's durations into points using the input's median step."""
-        steps = np.diff(seconds)
-        steps = steps[steps > 0]
-        step = float(np.median(steps)) if steps.size else 1.0
+        step = median_step(seconds)
         return cls(max(1, round(fit_every_seconds / step)),
-                   max(1, round(fit_window_seconds / step)), max(1, min_samples))
+                   max(1, round(fit_window_seconds / step)),
+                   max(MIN_FIRST_FIT_POINTS, span_points(warm_up_seconds, step)))
+
+
+def median_step(seconds: np.ndarray) -> float:
+    """The typical spacing of the timestamps (1 s when there is none to measure)."""
+    steps = np.diff(seconds)
+    steps = steps[steps > 0]
+    return float(np.median(steps)) if steps.size else 1.0
 
 
 @dataclass(frozen=True)
@@ -130,65 +141,57 @@ def series_from_range(batch: SeriesBatch, source: str) -> Series:
 
 
 def refit_points(n_points: int, cadence: Cadence) -> list[int]:
-    """Positions before which the model is refitted: min_samples, doubling until the gap
+    """Positions before which the model is refitted: first_fit, doubling until the gap
     reaches fit_every, then every fit_every."""
-    points, position = [], cadence.min_samples
+    points, position = [], cadence.first_fit
     while position < n_points:
         points.append(position)
         position += min(position, cadence.fit_every)
     return points
 
 
-def _chunks(n_points: int, cadence: Cadence) -> Iterator[tuple[int, int, bool]]:
-    """(start, end, refit_before) covering all points; the chunk before min_samples is
-    forecast only by models that need no fit (can_predict)."""
-    starts = refit_points(n_points, cadence)
-    bounds = sorted({0, *starts, n_points})
-    for start, end in itertools.pairwise(bounds):
-        yield start, end, start in starts
+def _chunks(n_points: int, refits: list[int]) -> Iterator[tuple[int, int]]:
+    """(start, end) covering all points, split at every refit and every CHUNK_POINTS."""
+    bounds = sorted({0, *refits, *range(CHUNK_POINTS, n_points, CHUNK_POINTS), n_points})
+    yield from itertools.pairwise(bounds)
 
 
 def run_backtest(model_config: ModelConfig, series: Series, cadence: Cadence,
                  on_chunk: Callable[[int], None] | None = None) -> BacktestResult:
     """Walk forward over the series (see the module docstring); on_chunk(n) reports progress
-    after each chunk of n points.
-
-    As in the daemon, every refit builds a fresh model (nothing leaks from one fit to the
-    next) and shows it only the newest fit_points of the fit_window, and a point is published
-    only once min_samples finite points are in its context.
-    """
+    after each chunk of n points."""
     n_points = len(series.values)
     output = {name: np.full(n_points, np.nan) for name in OUTPUT_COLUMNS[2:]}
-    model = build_model(model_config)
-    seen = np.cumsum(np.isfinite(series.values))
-    for start, end, refit in _chunks(n_points, cadence):
-        if refit:
-            model = build_model(model_config)
-            span = min(cadence.fit_window, model.fit_points or cadence.fit_window)
-            model.fit(_batch(series, max(0, start - span), start))
-        context_start = max(0, start - model.context_points)
-        if model.can_predict(SERIES_KEY):
-            forecast = model.predict(_batch(series, context_start, end), end - start)
-            y = series.values[None, start:end]
-            output["yhat"][start:end] = forecast.yhat[0]
-            output["yhat_lower"][start:end] = forecast.yhat_lower[0]
-            output["yhat_upper"][start:end] = forecast.yhat_upper[0]
-            output["anomaly_score"][start:end] = score_forecast(
-                y, forecast, model_config.detection_direction,
-                model_config.min_dev_from_expected)[0]
+    seconds = strictly_increasing(series.seconds)
+    detector = build_detector(model_config, median_step(seconds))
+    learns = model_class(model_config.type).learns
+    refits = refit_points(n_points, cadence) if learns else []
+    for start, end in _chunks(n_points, refits):
+        if start in refits:
+            model = build_detector(model_config, detector.model.step_seconds).model
+            span = cadence.fit_window
+            if model.fit_seconds is not None:
+                span = min(span, span_points(model.fit_seconds, detector.model.step_seconds))
+            model.fit(_batch(seconds, series.values, max(0, start - span), start))
+            detector.model = model
+        scored = detector.update(_batch(seconds, series.values, start, end))
+        for name in OUTPUT_COLUMNS[2:]:
+            output[name][start:end] = getattr(scored, name)[0]
         if on_chunk is not None:
             on_chunk(end - start)
-    context = max(model.context_points, model_config.min_samples)
-    context_start = np.maximum(np.arange(n_points) - context, 0)
-    in_context = seen - np.concatenate([[0], seen])[context_start]
-    output["anomaly_score"][in_context < model_config.min_samples] = np.nan
     return BacktestResult(series.values, output["yhat"], output["yhat_lower"],
                           output["yhat_upper"], output["anomaly_score"])
 
 
-def _batch(series: Series, start: int, end: int) -> SeriesBatch:
-    return SeriesBatch([SERIES_KEY], series.seconds[start:end],
-                       series.values[None, start:end].astype(float))
+def strictly_increasing(seconds: np.ndarray) -> np.ndarray:
+    """Timestamps with each repeated one moved 1 ms after its predecessor, so a file with a
+    duplicated timestamp (a daylight-saving change) keeps every row, scored in file order."""
+    nudge = 1e-3 * np.arange(len(seconds))
+    return np.maximum.accumulate(seconds - nudge) + nudge
+
+
+def _batch(seconds: np.ndarray, values: np.ndarray, start: int, end: int) -> SeriesBatch:
+    return SeriesBatch([SERIES_KEY], seconds[start:end], values[None, start:end].astype(float))
 
 
 def write_csv(path: Path, labels: Sequence[str], result: BacktestResult) -> None:

@@ -121,7 +121,8 @@ def backtest_command(config_path: Path | None, alias: str | None, csv_path: Path
     except (ConfigError, BacktestInputError) as error:
         raise click.ClickException(str(error)) from None
     cadence = Cadence.from_seconds(series.seconds, setup.fit_every_seconds,
-                                   setup.fit_window_seconds, setup.model.min_samples)
+                                   setup.fit_window_seconds,
+                                   setup.model.scoring.warm_up_seconds)
     n_points = len(series.values)
     if n_points >= _PROGRESS_MIN_POINTS:
         with click.progressbar(length=n_points, label=f"backtest {setup.model.alias}",

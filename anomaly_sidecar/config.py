@@ -12,13 +12,13 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
-from anomaly_sidecar.durations import parse_duration
+from anomaly_sidecar.detector import ScoringConfig
+from anomaly_sidecar.durations import parse_duration, parse_window
 from anomaly_sidecar.models.base import (
-    Model,
     ModelParamError,
     ModelParams,
     build_params,
@@ -29,7 +29,8 @@ DIRECTIONS = ("both", "above", "below")
 DEFAULT_LISTEN_ADDRESS = "127.0.0.1:10101"
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _MODEL_COMMON_KEYS = ("type", "queries", "detection_direction", "min_dev_from_expected",
-                      "min_samples")
+                      "calibration", "false_alarms_per_day", "memory", "warm_up", "quiet",
+                      "rearm", "rearm_step")
 
 
 class ConfigError(ValueError):
@@ -80,9 +81,7 @@ class ModelConfig:
     type: str
     params: ModelParams
     queries: list[str]
-    detection_direction: Literal["both", "above", "below"] = "both"
-    min_dev_from_expected: float = 0.0
-    min_samples: int = 0
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
 
 
 @dataclass(frozen=True)
@@ -120,11 +119,6 @@ class SidecarConfig:
     models: dict[str, ModelConfig]
     schedulers: dict[str, SchedulerConfig]
     server: ServerConfig
-
-
-def build_model(model_config: ModelConfig) -> Model:
-    """A fresh, unfitted model for this config section."""
-    return model_class(model_config.type)(model_config.params)
 
 
 def load_config(path: str | Path) -> SidecarConfig:
@@ -323,21 +317,41 @@ def _parse_model(checker: _Checker, alias: str, section: dict,
         if error.key != "type" and "unknown key" in reason:
             reason = reason.replace("(allowed: ", f"(allowed: {', '.join(_MODEL_COMMON_KEYS)}, ")
         raise checker.fail(f"{prefix}.{error.key}", reason) from None
-    direction = checker.typed(section, prefix, "detection_direction", _string, "both")
-    if direction not in DIRECTIONS:
-        raise checker.fail(f"{prefix}.detection_direction",
-                           f"must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
-    default_min_samples = model_type(params).context_points
     return ModelConfig(
         alias=alias,
         type=type_name,
         params=params,
         queries=checker.alias_list(section, prefix, "queries", queries, "query"),
-        detection_direction=direction,
-        min_dev_from_expected=checker.typed(section, prefix, "min_dev_from_expected",
-                                            _non_negative_number, 0.0),
-        min_samples=checker.typed(section, prefix, "min_samples", _count(0), default_min_samples),
+        scoring=_parse_scoring(checker, prefix, section),
     )
+
+
+def _parse_scoring(checker: _Checker, prefix: str, section: dict) -> ScoringConfig:
+    """The keys every model section shares (see ScoringConfig)."""
+    defaults = ScoringConfig()
+    choices = {"detection_direction": DIRECTIONS, "calibration": ("calibrated", "raw")}
+    chosen = {}
+    for key, allowed in choices.items():
+        value = checker.typed(section, prefix, key, _string, getattr(defaults, key))
+        if value not in allowed:
+            raise checker.fail(f"{prefix}.{key}",
+                               f"must be one of {', '.join(allowed)}, got {value!r}")
+        chosen[key] = value
+    durations = {f"{key}_seconds": checker.typed(section, prefix, key, parse_window,
+                                                 getattr(defaults, f"{key}_seconds"))
+                 for key in ("memory", "warm_up", "quiet", "rearm")}
+    if durations["memory_seconds"] <= 0:
+        raise checker.fail(f"{prefix}.memory", "must be a positive duration")
+    false_alarms = checker.typed(section, prefix, "false_alarms_per_day", _non_negative_number,
+                                 defaults.false_alarms_per_day)
+    if false_alarms <= 0:
+        raise checker.fail(f"{prefix}.false_alarms_per_day", "must be > 0")
+    return ScoringConfig(
+        **chosen, **durations, false_alarms_per_day=false_alarms,
+        rearm_step=checker.typed(section, prefix, "rearm_step", _non_negative_number,
+                                 defaults.rearm_step),
+        min_dev_from_expected=checker.typed(section, prefix, "min_dev_from_expected",
+                                            _non_negative_number, 0.0))
 
 
 def _parse_scheduler(checker: _Checker, alias: str, section: dict,

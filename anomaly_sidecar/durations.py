@@ -36,3 +36,36 @@ def parse_duration(value: object) -> float:
         raise ValueError(f"must be a positive duration, got {value!r}")
     return seconds
 
+
+
+def parse_window(value: object) -> float:
+    """Seconds in a window-like setting: a duration written as text ("30m", "1d"), or 0 (which
+    turns the setting off); ValueError otherwise. A bare number is refused, because an old
+    config's `window: 60` meant 60 points, and silently reading it as 60 seconds would change
+    what it does."""
+    if value in (0, "0"):
+        return 0.0
+    if not isinstance(value, str):
+        raise ValueError(f"must be a duration such as 30m or 1d (a bare number is ambiguous: "
+                         f"points or seconds?), got {value!r}")
+    return parse_duration(value)
+
+
+REFERENCE_STEP_SECONDS = 300.0
+"""The coarsest step Prometheus users usually query at (5 minutes). Up to it a window given as
+a duration means that duration at every step; at a coarser step (an hourly recording rule, a
+daily series) it keeps the number of points it holds at this step instead, so a statistic over
+it never runs on a handful of points."""
+
+
+def span_seconds(duration_seconds: float, step_seconds: float) -> float:
+    """The time a window given as `duration_seconds` covers on a series sampled every
+    `step_seconds`: the duration itself up to the reference step, proportionally longer
+    beyond it (see REFERENCE_STEP_SECONDS)."""
+    return duration_seconds * max(1.0, step_seconds / REFERENCE_STEP_SECONDS)
+
+
+def span_points(duration_seconds: float, step_seconds: float) -> int:
+    """How many points of a series sampled every `step_seconds` a window given as
+    `duration_seconds` holds (at least 1)."""
+    return max(1, round(span_seconds(duration_seconds, step_seconds) / step_seconds))

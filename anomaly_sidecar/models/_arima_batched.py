@@ -245,45 +245,59 @@ def _ma_filter(columns: np.ndarray, theta: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(filtered), running, np.nan)
 
 
-def one_step_forecasts(values: np.ndarray, order: tuple[int, int, int],
-                       coefficients: ArimaCoefficients, n_targets: int) -> np.ndarray:
-    """One-step-ahead forecasts of the last n_targets columns, shape (n, n_targets).
+def new_filter_state(n_series: int, order: tuple[int, int, int]) -> dict[str, np.ndarray]:
+    """What the one-step filter carries from column to column, per series: the last d levels,
+    the last p differences and q innovations, and how many columns it has seen."""
+    p, d, q = order
+    return {"levels": np.full((n_series, d), np.nan), "differences": np.zeros((n_series, p)),
+            "residuals": np.zeros((n_series, q)), "seen": np.zeros(n_series)}
+
+
+def filter_forecasts(state: dict[str, np.ndarray], values: np.ndarray,
+                     order: tuple[int, int, int], coefficients: ArimaCoefficients) -> np.ndarray:
+    """One-step-ahead forecasts of each column of values (n_series, n_columns) from the filter
+    state and the columns before it, advancing the state through them.
 
     A missing or non-finite observation is replaced by its own forecast (innovation 0), the
-    way a Kalman filter skips it, so a NaN never propagates into later forecasts.
+    way a Kalman filter skips it, so a NaN never propagates into later forecasts. The state
+    lags are shifted column by column, so any split of the columns gives the same forecasts.
     """
     p, d, q = order
-    n_series, length = values.shape
-    levels = np.where(np.isfinite(values), values, np.nan)
-    differences = np.zeros((n_series, length))
-    residuals = np.zeros((n_series, length))
-    forecasts = np.full((n_series, length), np.nan)
-    binomial = [(-1) ** (k + 1) * _choose(d, k) for k in range(1, d + 1)]
-    first = d + p
-    for t in range(length):
-        if t < d:
-            continue
-        integration = sum(weight * levels[:, t - k] for k, weight in enumerate(binomial, 1))
-        if t >= first:
+    n_series, n_columns = values.shape
+    binomial = np.array([(-1) ** (k + 1) * _choose(d, k) for k in range(1, d + 1)], dtype=float)
+    levels, differences = state["levels"], state["differences"]
+    residuals, seen = state["residuals"], state["seen"]
+    forecasts = np.full((n_series, n_columns), np.nan)
+    for column in range(n_columns):
+        observed = np.where(np.isfinite(values[:, column]), values[:, column], np.nan)
+        ready = seen >= d
+        integration = levels @ binomial if d else np.zeros(n_series)
+        if ready.any():
             expected = coefficients.mu.copy()
-            for i in range(1, p + 1):
-                expected += coefficients.phi[:, i - 1] * (differences[:, t - i] - coefficients.mu)
-            for j in range(1, q + 1):
-                if t - j >= first:
-                    expected += coefficients.theta[:, j - 1] * residuals[:, t - j]
-            forecasts[:, t] = expected + integration if d else expected
-        observed = levels[:, t]
-        difference = observed - integration if d else observed
-        known = np.isfinite(difference)
-        predicted_difference = forecasts[:, t] - integration if d else forecasts[:, t]
-        residuals[:, t] = np.where(known & np.isfinite(predicted_difference),
-                                   difference - predicted_difference, 0.0)
-        fallback = np.where(np.isfinite(predicted_difference), predicted_difference,
-                            coefficients.mu)
-        differences[:, t] = np.where(known, difference, fallback)
-        estimate_level = differences[:, t] + integration if d else differences[:, t]
-        levels[:, t] = np.where(np.isfinite(observed), observed, estimate_level)
-    return forecasts[:, length - min(n_targets, length):]
+            if p:
+                expected += ((differences - coefficients.mu[:, None]) * coefficients.phi).sum(1)
+            if q:
+                expected += (residuals * coefficients.theta).sum(axis=1)
+            forecasts[:, column] = np.where(seen >= d + p, expected + integration, np.nan)
+        difference = observed - integration
+        predicted = forecasts[:, column] - integration
+        known = np.isfinite(difference) & ready
+        innovation = np.where(known & np.isfinite(predicted), difference - predicted, 0.0)
+        fallback = np.where(np.isfinite(predicted), predicted, coefficients.mu)
+        new_difference = np.where(known, difference, fallback)
+        estimated_level = np.where(np.isfinite(observed), observed, new_difference + integration)
+        advancing = ready | np.isfinite(observed)
+        if q:
+            shifted = np.concatenate([innovation[:, None], residuals[:, :-1]], axis=1)
+            residuals[...] = np.where((ready & (seen >= d + p))[:, None], shifted, residuals)
+        if p:
+            shifted = np.concatenate([new_difference[:, None], differences[:, :-1]], axis=1)
+            differences[...] = np.where(ready[:, None], shifted, differences)
+        if d:
+            shifted = np.concatenate([estimated_level[:, None], levels[:, :-1]], axis=1)
+            levels[...] = np.where(advancing[:, None], shifted, levels)
+        seen += advancing
+    return forecasts
 
 
 def _choose(n: int, k: int) -> int:

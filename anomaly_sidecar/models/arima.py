@@ -1,15 +1,18 @@
-"""arima: one ARIMA(p,d,q) per series; the band is yhat +- z_threshold x innovation sigma.
+"""arima: one ARIMA(p,d,q) per series; its innovations are the errors the calibration scores.
 
 `implementation: batched` (default) estimates all series at once (_arima_batched);
 `implementation: statsmodels` fits each series with statsmodels' exact maximum likelihood, the
 reference the batched estimator is tested against. Both forecast with the same vectorised
-one-step filter, so they differ only in the estimated coefficients.
+one-step filter, whose lags are each series' streaming state, so they differ only in the
+estimated coefficients. The deviation is the innovation in units of the fitted innovation
+sigma; the raw band (`calibration: raw`) is yhat +- z_threshold x sigma.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -18,27 +21,31 @@ import numpy as np
 
 from anomaly_sidecar.models import _arima_batched as batched
 from anomaly_sidecar.models.base import (
-    Forecast,
+    Duration,
     Model,
     ModelParamError,
     ModelParams,
+    Residuals,
     SeriesBatch,
     SeriesKey,
+    StreamState,
 )
 
 _STATE_FILE = "arima.npz"
-_KEYS_FILE = "keys.json"
-FILTER_WARM_UP = 60
-"""Extra points before the first target so the MA residual recursion forgets its zero start."""
+_KEYS_FILE = "arima_keys.json"
+MIN_FIT_POINTS_PER_COEFFICIENT = 10
 
 
 @dataclass(frozen=True)
 class ArimaParams(ModelParams):
     order: tuple[int, int, int] = (1, 1, 1)
     z_threshold: float = 3.0
+    """Half-width of the raw band (`calibration: raw`) in innovation sigmas."""
+    fit_history: Duration = 7 * 86400.0
+    """How much of the newest history a fit uses (at most max_fit_points of it)."""
     max_fit_points: int = 2000
-    """Only the newest points of the fit window are used: enough for a few coefficients, and
-    it bounds fit time and memory for a long fit_window at a short step."""
+    """A cap on the points a fit uses: enough for a few coefficients, and it bounds fit time
+    and memory for a long history at a short step."""
     implementation: Literal["batched", "statsmodels"] = "batched"
 
     def validate(self) -> None:
@@ -48,30 +55,33 @@ class ArimaParams(ModelParams):
                                   f"needs 0 <= p,q <= 10 and 0 <= d <= 2, got {self.order}")
         if self.z_threshold <= 0:
             raise ModelParamError("z_threshold", f"must be > 0, got {self.z_threshold}")
-        if self.max_fit_points < 10 * (p + d + q + 1):
+        if self.max_fit_points < MIN_FIT_POINTS_PER_COEFFICIENT * (p + d + q + 1):
             raise ModelParamError("max_fit_points", "too few points for the order")
+        if self.fit_history <= 0:
+            raise ModelParamError("fit_history", "must be a positive duration")
 
 
 class ArimaModel(Model):
     type_name = "arima"
     Params = ArimaParams
+    params: ArimaParams
+    learns = True
 
-    def __init__(self, params: ArimaParams) -> None:
-        super().__init__(params)
-        self.params: ArimaParams = params
+    def __init__(self, params: ArimaParams, step_seconds: float) -> None:
+        super().__init__(params, step_seconds)
         self.row_of: dict[SeriesKey, int] = {}
         p, _, q = params.order
         self.coefficients = batched.ArimaCoefficients(
             np.zeros((0, p)), np.zeros((0, q)), np.zeros(0), np.zeros(0))
 
     @property
-    def context_points(self) -> int:
-        p, d, q = self.params.order
-        return p + d + q + FILTER_WARM_UP
+    def fit_seconds(self) -> float:
+        return min(self.params.fit_history, self.params.max_fit_points * self.step_seconds)
 
     @property
-    def fit_points(self) -> int:
-        return self.params.max_fit_points
+    def history_seconds(self) -> float:
+        p, d, q = self.params.order
+        return (p + d + q + 1) * self.step_seconds
 
     def fit(self, batch: SeriesBatch) -> None:
         values = batch.tail(self.params.max_fit_points).values
@@ -84,22 +94,19 @@ class ArimaModel(Model):
         self.coefficients = coefficients.rows(rows)
         self.row_of = {batch.keys[row]: position for position, row in enumerate(rows)}
 
-    def can_predict(self, key: SeriesKey) -> bool:
+    def can_forecast(self, key: SeriesKey) -> bool:
         return key in self.row_of
 
-    def predict(self, batch: SeriesBatch, n_targets: int) -> Forecast:
-        n_series = len(batch.keys)
-        n_targets = min(n_targets, batch.values.shape[1])
-        yhat = np.full((n_series, n_targets), np.nan)
-        half_width = np.full((n_series, n_targets), np.nan)
-        known = [i for i, key in enumerate(batch.keys) if key in self.row_of]
-        if known:
-            rows = np.array([self.row_of[batch.keys[i]] for i in known])
-            coefficients = self.coefficients.rows(rows)
-            yhat[known] = batched.one_step_forecasts(batch.values[known], self.params.order,
-                                                     coefficients, n_targets)
-            half_width[known] = self.params.z_threshold * coefficients.sigma[:, None]
-        return Forecast(yhat, yhat - half_width, yhat + half_width)
+    def new_state(self, n_series: int) -> StreamState:
+        return batched.new_filter_state(n_series, self.params.order)
+
+    def advance(self, state: StreamState, keys: Sequence[SeriesKey], timestamps: np.ndarray,
+                values: np.ndarray) -> Residuals:
+        coefficients = self.coefficients.rows(np.array([self.row_of[key] for key in keys],
+                                                        dtype=np.intp))
+        yhat = batched.filter_forecasts(state, values, self.params.order, coefficients)
+        sigma = np.broadcast_to(coefficients.sigma[:, None], yhat.shape)
+        return Residuals(yhat=yhat, unit=sigma, raw_half_width=self.params.z_threshold * sigma)
 
     def save(self, directory: Path) -> None:
         (directory / _KEYS_FILE).write_text(json.dumps({
@@ -109,20 +116,18 @@ class ArimaModel(Model):
         with (directory / _STATE_FILE).open("wb") as handle:
             np.savez(handle, **asdict(self.coefficients))
 
-    @classmethod
-    def load(cls, directory: Path, params: ModelParams) -> Model:
+    def load(self, directory: Path) -> None:
         saved = json.loads((directory / _KEYS_FILE).read_text())
-        if saved["params"] != json.loads(json.dumps(asdict(params))):
+        if saved["params"] != json.loads(json.dumps(asdict(self.params))):
             raise ValueError(f"saved parameters {saved['params']} differ from the configured ones")
-        model = cls(params)
         with np.load(directory / _STATE_FILE, allow_pickle=False) as arrays:
-            model.coefficients = batched.ArimaCoefficients(
+            coefficients = batched.ArimaCoefficients(
                 arrays["phi"], arrays["theta"], arrays["mu"], arrays["sigma"])
         keys = [tuple(tuple(pair) for pair in key) for key in saved["keys"]]
-        if len(keys) != len(model.coefficients.sigma):
+        if len(keys) != len(coefficients.sigma):
             raise ValueError("state holds a different number of keys and coefficients")
-        model.row_of = {key: row for row, key in enumerate(keys)}
-        return model
+        self.coefficients = coefficients
+        self.row_of = {key: row for row, key in enumerate(keys)}
 
 
 def statsmodels_coefficients(values: np.ndarray,

@@ -4,10 +4,18 @@ A model type `NAME` lives in `anomaly_sidecar/models/NAME.py` and exposes `MODEL
 loader imports that module only when a config asks for it, so TensorFlow is imported only by
 configs that use `type: lstm`.
 
-Data always flows as a `SeriesBatch`: many series on one shared step grid, NaN where a series
-has no sample. Forecasts are one-step-ahead: for each target column the model may use only the
-columns before it. The daemon's inference, the backtest and the NAB benchmark all call the
-same `predict`, which is what makes the published accuracy the production accuracy.
+A model has two parts. What it learns (`fit`: ARIMA coefficients, network weights) is shared
+state, refitted on a schedule off the serving path. What it must remember about each series to
+forecast the next point (the last values of a rolling window, an ARIMA filter's residuals, a
+level) is streaming state: one row per series in a dict of numpy arrays, advanced with the new
+points only (`advance`), saved between runs, and never rebuilt from history once a series is
+known. The daemon, the backtest and the benchmarks all go through `advance` (see
+anomaly_sidecar/detector.py, which adds the calibration layer every model shares), which is
+what makes the published accuracy the production accuracy.
+
+Every window-like parameter is a `Duration` ("30m", "1d"): Prometheus users query the same
+series at 15 s or 5 min steps, and a default must mean the same at each
+(durations.span_points turns it into points for a given step).
 """
 
 from __future__ import annotations
@@ -18,14 +26,25 @@ import types
 import typing
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
+from anomaly_sidecar.durations import parse_window
+
 SeriesKey = tuple[tuple[str, str], ...]
 """A series' identity: its labels (without __name__) as sorted (name, value) pairs."""
+
+StreamState = dict[str, np.ndarray]
+"""Per-series streaming state: every array's first axis is the series (row i = series i)."""
+
+
+class Duration(float):
+    """A length of time in seconds, written in YAML as "15s", "30m", "1h30m" or "7d" (a bare
+    number is refused: it would be unclear whether it counts points or seconds). "0" is
+    allowed where a parameter says 0 turns something off."""
 
 
 class ModelParamError(ValueError):
@@ -59,20 +78,23 @@ class SeriesBatch:
 
 
 @dataclass(frozen=True)
-class Forecast:
-    """One-step-ahead expectations for the target columns, each of shape (n_series, n_targets).
+class Residuals:
+    """What a model says about new columns; every array is (n_series, n_columns).
 
-    NaN in yhat means "no forecast" (not enough history, or a series the model cannot predict
-    yet); such points are never scored.
-    """
+    The detector turns these into scores: the deviation |y - yhat| / unit and each of
+    `extra_errors` go through the calibration layer, and the band it publishes is
+    yhat +- z * unit, z being the calibrated threshold of the deviation."""
 
     yhat: np.ndarray
-    yhat_lower: np.ndarray
-    yhat_upper: np.ndarray
-    score_hint: np.ndarray | None = None
-    """Optional model-computed anomaly score for the same points; None -> scoring.py derives it
-    from the band. Lets a model whose band is not symmetric-in-meaning (e.g. likelihood based)
-    still keep the output contract."""
+    """One-step-ahead forecast of each column from the columns before it; NaN = none."""
+    unit: np.ndarray
+    """The scale of the deviation: a z-score model divides by its standard deviation."""
+    raw_half_width: np.ndarray
+    """The model's own, uncalibrated band (e.g. 3 standard deviations), for `calibration: raw`."""
+    extra_errors: Mapping[str, np.ndarray] = field(default_factory=dict)
+    """Further raw error channels (>= 0, NaN = none) a model scores besides the deviation."""
+    must_alarm: np.ndarray | None = None
+    """Points that alarm whatever their calibrated score (a value beyond everything seen)."""
 
 
 @dataclass(frozen=True)
@@ -87,69 +109,85 @@ class ModelParams:
 
 
 class Model(ABC):
-    """A forecaster over a SeriesBatch. Subclasses set `type_name` and `Params`."""
+    """A forecaster over series sampled every `step_seconds`. Subclasses set `type_name` and
+    `Params`, and implement the streaming part; models that learn override the fit part."""
 
     type_name: ClassVar[str]
     Params: ClassVar[type[ModelParams]]
-    score_kind: ClassVar[str] = "band"
-    """How anomaly_score behaves while something is wrong, which decides the alert rule that
-    fits it: "band" scores stay > 1 for as long as the value is outside the band (so an alert
-    can wait `for` a few minutes); "alarm" scores mark single points, each followed by a quiet
-    period (so an alert must look back over a window instead). Published on
-    anomaly_sidecar_model_info."""
+    learns: ClassVar[bool] = False
+    """Whether `fit` learns anything (ARIMA, LSTM): only such models are refitted on a
+    schedule; the others forecast from their streaming state alone."""
 
-    def __init__(self, params: ModelParams) -> None:
+    def __init__(self, params: ModelParams, step_seconds: float) -> None:
         self.params = params
+        self.step_seconds = step_seconds
+
+    # -- what it learns ---------------------------------------------------------------------
 
     @property
-    @abstractmethod
-    def context_points(self) -> int:
-        """How many points before the first target `predict` wants to see (warm-up included)."""
-
-    @property
-    def fit_points(self) -> int | None:
-        """How many of the newest points `fit` looks at (None: the whole fit_window), so the
-        daemon reads no more history than that: 10,000 series x 1d at 15s would otherwise be
-        57.6M points per fit."""
+    def fit_seconds(self) -> float | None:
+        """How much of the newest history `fit` looks at (None: the whole fit_window), so the
+        daemon reads no more than that."""
         return None
 
-    @abstractmethod
-    def fit(self, batch: SeriesBatch) -> None:
+    def fit(self, batch: SeriesBatch) -> None:  # noqa: B027 -- models that learn override it
         """Learn from the history in batch (the fit_window). May be slow; runs off the serving
         path. Must tolerate NaN gaps, constant series and series shorter than needed."""
 
-    @abstractmethod
-    def predict(self, batch: SeriesBatch, n_targets: int) -> Forecast:
-        """One-step-ahead forecasts for the last n_targets columns of batch.
-
-        The forecast for column j may use only columns < j. Must not raise on NaN/Inf input;
-        returns NaN where it cannot forecast."""
-
-    def can_predict(self, key: SeriesKey) -> bool:
-        """Whether `key` has been fitted (shared models answer True for any key once fitted)."""
+    def can_forecast(self, key: SeriesKey) -> bool:
+        """Whether `key` can be forecast now (a per-series model must have fitted it)."""
         return True
 
-    @abstractmethod
-    def save(self, directory: Path) -> None:
-        """Write the fitted state into directory (which exists and is empty)."""
+    def save(self, directory: Path) -> None:  # noqa: B027 -- only models that learn save
+        """Write what fit learned into directory (which exists and is empty)."""
 
-    @classmethod
-    @abstractmethod
-    def load(cls, directory: Path, params: ModelParams) -> Model:
+    def load(self, directory: Path) -> None:  # noqa: B027
         """Restore what save wrote; raise any exception for a corrupt or incompatible state."""
+
+    # -- what it remembers per series -------------------------------------------------------
+
+    @property
+    def extra_channels(self) -> tuple[str, ...]:
+        """Names of the error channels `advance` returns besides the deviation."""
+        return ()
+
+    @property
+    @abstractmethod
+    def history_seconds(self) -> float:
+        """How much history a new series' streaming state needs before its forecasts mean
+        what they should (what the first read of a new series covers)."""
+
+    @abstractmethod
+    def new_state(self, n_series: int) -> StreamState:
+        """Streaming state for n_series series not seen before."""
+
+    @abstractmethod
+    def advance(self, state: StreamState, keys: Sequence[SeriesKey], timestamps: np.ndarray,
+                values: np.ndarray) -> Residuals:
+        """Forecast each of the new columns (values is (len(keys), len(timestamps)), NaN = no
+        sample) from the state and the columns before it, and update the state with them.
+
+        Must be causal (column j uses only what came before it), must give the same results
+        however the columns are split into calls, must not raise on NaN/Inf input (they are
+        gaps), and must leave the state of a series untouched by its NaN columns except for
+        what time alone changes."""
+
+
+def model_types() -> list[str]:
+    """Every model type a config may name: the modules of this package with a MODEL_CLASS
+    (helpers start with an underscore), found on disk so a new model file is picked up by the
+    contract tests without being listed anywhere."""
+    package = Path(__file__).parent
+    return sorted(path.stem for path in package.glob("*.py")
+                  if not path.stem.startswith("_") and path.stem != "base")
 
 
 def model_class(type_name: str) -> type[Model]:
     """Import anomaly_sidecar.models.<type_name> and return its MODEL_CLASS."""
-    if not type_name.isidentifier() or type_name == "base":
-        raise ModelParamError("type", f"unknown model type {type_name!r}")
-    try:
-        module = importlib.import_module(f"anomaly_sidecar.models.{type_name}")
-    except ModuleNotFoundError as error:
-        if error.name == f"anomaly_sidecar.models.{type_name}":
-            raise ModelParamError("type", f"unknown model type {type_name!r}") from None
-        raise
-    return module.MODEL_CLASS
+    if type_name not in model_types():
+        raise ModelParamError("type", f"unknown model type {type_name!r} "
+                                      f"(known: {', '.join(model_types())})")
+    return importlib.import_module(f"anomaly_sidecar.models.{type_name}").MODEL_CLASS
 
 
 def _check_type(key: str, value: Any, annotation: Any) -> Any:
@@ -188,6 +226,8 @@ def _check_type(key: str, value: Any, annotation: Any) -> Any:
         return tuple(items) if origin is tuple else items
     if annotation is Any:
         return value
+    if annotation is Duration:
+        return _duration(key, value)
     if annotation is bool:
         if not isinstance(value, bool):
             raise ModelParamError(key, f"must be true or false, got {value!r}")
@@ -205,6 +245,13 @@ def _check_type(key: str, value: Any, annotation: Any) -> Any:
             raise ModelParamError(key, f"must be a string, got {value!r}")
         return value
     raise TypeError(f"unsupported parameter annotation {annotation!r} for {key}")
+
+
+def _duration(key: str, value: Any) -> Duration:
+    try:
+        return Duration(parse_window(value))
+    except ValueError as error:
+        raise ModelParamError(key, str(error)) from None
 
 
 def build_params(params_class: type[ModelParams], raw: Mapping[str, Any]) -> ModelParams:

@@ -1,22 +1,24 @@
-"""`type: lstm`: a Keras LSTM forecaster with Telemanom's error-based band.
+"""`type: lstm`: a Keras LSTM forecaster; its errors go through the shared calibration.
 
 Keras is imported lazily inside this module (and only the Keras 3 API is used), so the exporter
 and configs without `type: lstm` never load a deep-learning framework, and the same code runs on
 KERAS_BACKEND=tensorflow (the shipped default) or torch. Keras uses a GPU whenever its backend
 sees one; which device was used is logged at the first fit.
 
-Forecast: one step ahead from the previous `window` points, in units normalised per series with
-the mean and standard deviation of the fit window. By default one network is shared by all
-series of a query (trained on the windows of all of them, so a new series is forecast at once);
-`per_series: true` trains one network per series instead. Inference gathers the windows of every
-series and target into one array and runs one compiled forward pass (predict_on_batch), never a
-Python loop over series.
+Forecast: one step ahead from the previous `window` of points (a duration: 32 points at a
+1-minute step), in units normalised per series with the mean and standard deviation of the fit
+window. By default one network is shared by all series of a query (trained on the windows of
+all of them); `per_series: true` trains one network per series instead. Each series' streaming
+state is its last window of values; inference gathers the windows of every series and new point
+into one array and runs one compiled forward pass (predict_on_batch), never a Python loop over
+series. A window's gaps are filled with its last earlier value inside the window (the series'
+mean before the first), so a window's forecast depends on that window alone.
 
-Band (Hundman et al., KDD 2018, "Telemanom"): absolute errors are smoothed with an EWMA, and the
-threshold eps on the smoothed error is chosen among mean + z * std (z in 2..10) of the recent
-smoothed errors by the nonparametric criterion that best separates the values above it. A point
-is outside the band when its smoothed error exceeds eps, and the band is drawn exactly there,
-so scoring.py's band formula gives > 1 precisely for those points.
+The deviation the calibration scores is the forecast error in fit-window standard deviations.
+The raw band (`calibration: raw`) is Telemanom's (Hundman et al., KDD 2018): absolute errors
+smoothed with an EWMA, and a threshold eps on them chosen at fit time among mean + z * std
+(z in 2..10) of the fit window's smoothed errors by the nonparametric criterion that best
+separates the values above it; the band is drawn where the smoothed error would reach eps.
 """
 
 from __future__ import annotations
@@ -25,21 +27,24 @@ import functools
 import json
 import logging
 import os
-import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
+from anomaly_sidecar.durations import span_points
 from anomaly_sidecar.models.base import (
-    Forecast,
+    Duration,
     Model,
     ModelParamError,
     ModelParams,
+    Residuals,
     SeriesBatch,
     SeriesKey,
+    StreamState,
 )
 
 log = logging.getLogger(__name__)
@@ -85,8 +90,8 @@ def compute_device() -> str:
 
 @dataclass(frozen=True)
 class LstmParams(ModelParams):
-    window: int = 32
-    """Past points each forecast sees."""
+    window: Duration = 32 * 60.0
+    """How far back each forecast looks (the network's input length at the query's step)."""
     units: int = 32
     layers: int = 1
     dropout: float = 0.0
@@ -95,24 +100,23 @@ class LstmParams(ModelParams):
     learning_rate: float = 0.005
     per_series: bool = False
     """One network per series instead of one shared by the query's series."""
+    fit_history: Duration = 7 * 86400.0
+    """How much of the newest history a fit trains on."""
     max_train_windows: int = 20000
-    """Most recent windows kept for a fit (bounds fit time on long fit windows)."""
-    error_history: int = 256
-    """Recent forecast errors the band's threshold is chosen from."""
-    error_smoothing: int = 3
-    """EWMA span of the absolute errors (Telemanom smooths errors before thresholding)."""
+    """Most recent windows kept for a fit (bounds fit time on long histories)."""
+    error_smoothing: Duration = 3 * 60.0
+    """EWMA span of the absolute errors for the raw band (Telemanom smooths them)."""
     min_band: float = 0.1
-    """Smallest threshold on the smoothed error, in fit-window standard deviations, so a
-    near-perfect forecast does not alarm on noise it never saw."""
+    """Smallest raw threshold on the smoothed error, in fit-window standard deviations."""
     seed: int = 0
 
     def validate(self) -> None:
-        for key in ("window", "units", "layers", "epochs", "batch_size", "max_train_windows",
-                    "error_smoothing"):
+        for key in ("units", "layers", "epochs", "batch_size", "max_train_windows"):
             if getattr(self, key) < 1:
                 raise ModelParamError(key, "must be at least 1")
-        if self.error_history < 10:
-            raise ModelParamError("error_history", "must be at least 10")
+        for key in ("window", "fit_history", "error_smoothing"):
+            if getattr(self, key) <= 0:
+                raise ModelParamError(key, "must be a positive duration")
         if not 0.0 <= self.dropout < 1.0:
             raise ModelParamError("dropout", "must be in [0, 1)")
         if self.learning_rate <= 0:
@@ -127,32 +131,25 @@ def _key_name(key: SeriesKey) -> str:
     return json.dumps(key)
 
 
-def _normalised_windows(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
-    """All windows of `window` points and the point after each, per series, shape
-    (n_series, n_windows, window) and (n_series, n_windows)."""
-    inputs = np.lib.stride_tricks.sliding_window_view(values[:, :-1], window, axis=1)
-    return inputs, values[:, window:]
+def _filled_windows(values: np.ndarray) -> np.ndarray:
+    """Windows (last axis) with each gap filled by the last earlier value inside the same
+    window, and leading gaps by 0 (the normalised mean)."""
+    positions = np.where(np.isfinite(values), np.arange(values.shape[-1]), -1)
+    positions = np.maximum.accumulate(positions, axis=-1)
+    filled = np.take_along_axis(values, np.maximum(positions, 0), axis=-1)
+    return np.where(positions >= 0, filled, 0.0)
 
 
-def _forward_fill(values: np.ndarray) -> np.ndarray:
-    """Gaps take the last finite value; leading gaps become 0 (the normalised mean)."""
-    columns = np.where(np.isfinite(values), np.arange(values.shape[1]), 0)
-    columns = np.maximum.accumulate(columns, axis=1)
-    filled = values[np.arange(values.shape[0])[:, None], columns]
-    return np.where(np.isfinite(filled), filled, 0.0)
-
-
-def _ewma(values: np.ndarray, span: int) -> np.ndarray:
-    """Causal EWMA along columns (NaN skipped: the previous level carries over)."""
-    alpha = 2.0 / (span + 1.0)
+def _ewma(values: np.ndarray, alpha: float, level: np.ndarray) -> np.ndarray:
+    """Causal EWMA along columns from the given starting level (NaN skipped: the level carries
+    over); updates `level` in place and returns every column's level."""
     smoothed = np.full_like(values, np.nan)
-    level = np.full(values.shape[0], np.nan)
     for column in range(values.shape[1]):
         current = values[:, column]
-        level = np.where(np.isfinite(current),
-                         np.where(np.isfinite(level), alpha * current + (1 - alpha) * level,
-                                  current),
-                         level)
+        level[...] = np.where(np.isfinite(current),
+                              np.where(np.isfinite(level), alpha * current + (1 - alpha) * level,
+                                       current),
+                              level)
         smoothed[:, column] = level
     return smoothed
 
@@ -192,7 +189,7 @@ def telemanom_thresholds(smoothed_errors: np.ndarray, floor: float) -> np.ndarra
 
 @dataclass
 class _SeriesState:
-    """Per-series normalisation (from the fit window) and band threshold at fit time."""
+    """Per-series normalisation and raw band threshold, learned at fit time."""
 
     mean: float
     std: float
@@ -205,32 +202,38 @@ class LstmModel(Model):
     type_name = "lstm"
     Params = LstmParams
     params: LstmParams
+    learns = True
 
-    def __init__(self, params: ModelParams) -> None:
-        super().__init__(params)
+    def __init__(self, params: LstmParams, step_seconds: float) -> None:
+        super().__init__(params, step_seconds)
         self._networks: dict[str, Any] = {}
         self._series: dict[str, _SeriesState] = {}
 
     @property
-    def context_points(self) -> int:
-        return self.params.window + self.params.error_history
+    def window_points(self) -> int:
+        return max(2, span_points(self.params.window, self.step_seconds))
 
     @property
-    def fit_points(self) -> int:
-        """A fit trains on at most the newest max_train_windows windows of a series."""
-        return self.params.max_train_windows + self.params.window + 1
+    def _alpha(self) -> float:
+        return 2.0 / (span_points(self.params.error_smoothing, self.step_seconds) + 1.0)
 
-    def can_predict(self, key: SeriesKey) -> bool:
-        if self.params.per_series:
-            return _key_name(key) in self._networks
-        return _SHARED in self._networks
+    @property
+    def fit_seconds(self) -> float:
+        return self.params.fit_history
+
+    @property
+    def history_seconds(self) -> float:
+        return self.window_points * self.step_seconds
+
+    def can_forecast(self, key: SeriesKey) -> bool:
+        return _key_name(key) in self._series
 
     # -- fitting ---------------------------------------------------------------------------
 
     def _build_network(self) -> Any:
         keras = _keras()
         keras.utils.set_random_seed(self.params.seed)
-        inputs = keras.Input(shape=(self.params.window, 1))
+        inputs = keras.Input(shape=(self.window_points, 1))
         hidden = inputs
         for layer in range(self.params.layers):
             hidden = keras.layers.LSTM(self.params.units, dropout=self.params.dropout,
@@ -255,35 +258,38 @@ class LstmModel(Model):
 
     def fit(self, batch: SeriesBatch) -> None:
         values = np.where(np.isfinite(batch.values), batch.values, np.nan)
-        window = self.params.window
+        window = self.window_points
         if values.shape[1] <= window + 1:
             return
         states = {}
-        normalised = np.empty_like(values)
+        normalised = np.full_like(values, np.nan)
         for row, key in enumerate(batch.keys):
             finite = values[row][np.isfinite(values[row])]
             if finite.size <= window:
-                normalised[row] = np.nan
                 continue
             state = _SeriesState(float(finite.mean()), max(float(finite.std()), _MIN_STD), 0.0)
             states[_key_name(key)] = state
             normalised[row] = (values[row] - state.mean) / state.std
-        inputs, targets = _normalised_windows(normalised, window)
-        usable = np.isfinite(inputs).all(axis=2) & np.isfinite(targets)
         rows = [row for row, key in enumerate(batch.keys) if _key_name(key) in states]
         if not rows:
             return
+        windows = sliding_window_view(normalised[:, :-1], window, axis=1)
+        targets = normalised[:, window:]
+        usable = np.isfinite(windows).all(axis=2) & np.isfinite(targets)
         groups = ({_key_name(batch.keys[row]): [row] for row in rows} if self.params.per_series
                   else {_SHARED: rows})
         for name, group in groups.items():
             keep = self._recent_windows(usable[group])
-            self._train(name, inputs[group][usable[group]][keep],
+            self._train(name, windows[group][usable[group]][keep],
                         targets[group][usable[group]][keep])
         self._series.update(states)
-        recent = SeriesBatch([batch.keys[row] for row in rows], batch.timestamps,
-                             values[rows]).tail(self.context_points + 1)
-        epsilons = telemanom_thresholds(self._smoothed_errors(recent), self.params.min_band)
-        for key, epsilon in zip(recent.keys, epsilons, strict=True):
+        # the raw band's threshold: Telemanom's criterion over the fit window's smoothed errors
+        keys = [batch.keys[row] for row in rows]
+        forecasts = self._forecast(keys, _filled_windows(windows[rows]))
+        errors = np.abs(targets[rows] - forecasts)
+        smoothed = _ewma(errors, self._alpha, np.full(len(rows), np.nan))
+        epsilons = telemanom_thresholds(smoothed, self.params.min_band)
+        for key, epsilon in zip(keys, epsilons, strict=True):
             self._series[_key_name(key)].epsilon = float(epsilon)
 
     def _recent_windows(self, usable: np.ndarray) -> np.ndarray:
@@ -295,73 +301,50 @@ class LstmModel(Model):
 
     # -- inference ---------------------------------------------------------------------------
 
-    def _forecast_normalised(self, keys: Sequence[SeriesKey], normalised: np.ndarray
-                             ) -> np.ndarray:
-        """Forecasts (normalised) for every column from `window` on, all series in one
-        batched forward pass per network."""
-        window = self.params.window
-        n_series, n_points = normalised.shape
-        forecasts = np.full((n_series, n_points), np.nan)
-        if n_points <= window:
-            return forecasts
-        inputs = np.lib.stride_tricks.sliding_window_view(
-            _forward_fill(normalised)[:, :-1], window, axis=1)
+    def _forecast(self, keys: Sequence[SeriesKey], windows: np.ndarray) -> np.ndarray:
+        """Normalised forecasts for normalised, gap-filled windows (n_series, n_windows,
+        window): one batched forward pass per network."""
+        n_series, n_windows, window = windows.shape
+        forecasts = np.full((n_series, n_windows), np.nan)
         groups: dict[str, list[int]] = {}
         for row, key in enumerate(keys):
-            if self.can_predict(key):
-                name = _key_name(key) if self.params.per_series else _SHARED
+            name = _key_name(key) if self.params.per_series else _SHARED
+            if name in self._networks:
                 groups.setdefault(name, []).append(row)
         for name, rows in groups.items():
-            flat = inputs[rows].reshape(-1, window, 1).astype("float32")
+            flat = windows[rows].reshape(-1, window, 1).astype("float32")
+            if not len(flat):
+                continue
             outputs = np.concatenate([
                 np.asarray(self._networks[name].predict_on_batch(flat[start:start
                            + _INFERENCE_BATCH])).reshape(-1)
                 for start in range(0, len(flat), _INFERENCE_BATCH)])
-            forecasts[rows, window:] = outputs.reshape(len(rows), -1)
+            forecasts[rows] = outputs.reshape(len(rows), n_windows)
         return forecasts
 
-    def _normalise(self, batch: SeriesBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Normalised values and each series' (mean, std): fit-window statistics, or for a
-        series the shared network has not seen, those of the points given (all in the past)."""
-        values = np.where(np.isfinite(batch.values), batch.values, np.nan)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: handled below
-            means = np.nan_to_num(np.nanmean(values, axis=1), nan=0.0)
-            stds = np.maximum(np.nan_to_num(np.nanstd(values, axis=1), nan=1.0), _MIN_STD)
-        for row, key in enumerate(batch.keys):
-            state = self._series.get(_key_name(key))
-            if state is not None:
-                means[row], stds[row] = state.mean, state.std
-        return (values - means[:, None]) / stds[:, None], means, stds
+    def new_state(self, n_series: int) -> StreamState:
+        return {"window": np.full((n_series, self.window_points), np.nan),
+                "smoothed": np.full(n_series, np.nan)}
 
-    def _smoothed_errors(self, batch: SeriesBatch) -> np.ndarray:
-        normalised, _, _ = self._normalise(batch)
-        forecasts = self._forecast_normalised(batch.keys, normalised)
-        return _ewma(np.abs(normalised - forecasts), self.params.error_smoothing)
-
-    def predict(self, batch: SeriesBatch, n_targets: int) -> Forecast:
-        normalised, means, stds = self._normalise(batch)
-        forecasts = self._forecast_normalised(batch.keys, normalised)
-        smoothed = _ewma(np.abs(normalised - forecasts), self.params.error_smoothing)
-        first_target = normalised.shape[1] - n_targets
-        alpha = 2.0 / (self.params.error_smoothing + 1.0)
-        history = smoothed[:, max(0, first_target - self.params.error_history):first_target]
-        epsilons = np.array([getattr(self._series.get(_key_name(key)), "epsilon",
-                                     self.params.min_band) for key in batch.keys])
-        # Only series with enough recent errors get a fresh threshold; the others keep the one
-        # from their fit, so the threshold search is not spent on rows that would discard it.
-        enough_history = np.isfinite(history).sum(axis=1) >= self.params.error_history // 2
-        if history.shape[1] and enough_history.any():
-            epsilons[enough_history] = telemanom_thresholds(history[enough_history],
-                                                            self.params.min_band)
-        # smoothed_j = alpha * |e_j| + (1 - alpha) * smoothed_{j-1} > eps  <=>  |e_j| > half
-        previous = np.nan_to_num(smoothed[:, first_target - 1:-1], nan=0.0) if first_target \
-            else np.hstack([np.zeros((len(batch.keys), 1)),
-                            np.nan_to_num(smoothed[:, :-1], nan=0.0)])
-        half_width = np.maximum((epsilons[:, None] - (1 - alpha) * previous) / alpha, 0.0)
-        yhat = forecasts[:, first_target:] * stds[:, None] + means[:, None]
-        half_width = half_width * stds[:, None]
-        return Forecast(yhat=yhat, yhat_lower=yhat - half_width, yhat_upper=yhat + half_width)
+    def advance(self, state: StreamState, keys: Sequence[SeriesKey], timestamps: np.ndarray,
+                values: np.ndarray) -> Residuals:
+        stats = [self._series[_key_name(key)] for key in keys]
+        means = np.array([series.mean for series in stats])[:, None]
+        stds = np.array([series.std for series in stats])[:, None]
+        epsilons = np.array([series.epsilon for series in stats])[:, None]
+        history = np.concatenate([state["window"], values], axis=1)
+        state["window"] = history[:, -self.window_points:]
+        normalised = (history - means) / stds
+        windows = sliding_window_view(normalised[:, :-1], self.window_points, axis=1)
+        forecasts = self._forecast(keys, _filled_windows(windows))
+        errors = np.abs(normalised[:, self.window_points:] - forecasts)
+        previous = np.nan_to_num(state["smoothed"], nan=0.0)[:, None]
+        smoothed = _ewma(errors, self._alpha, state["smoothed"])
+        earlier = np.concatenate([previous, np.nan_to_num(smoothed[:, :-1], nan=0.0)], axis=1)
+        alpha = self._alpha
+        raw_half_width = np.maximum((epsilons - (1 - alpha) * earlier) / alpha, 0.0) * stds
+        return Residuals(yhat=forecasts * stds + means, unit=np.broadcast_to(stds, values.shape),
+                         raw_half_width=raw_half_width)
 
     # -- persistence -------------------------------------------------------------------------
 
@@ -369,19 +352,18 @@ class LstmModel(Model):
         names = sorted(self._networks)
         for index, name in enumerate(names):
             self._networks[name].save(directory / f"network_{index}.keras")
-        state = {"networks": names,
+        state = {"params": json.loads(json.dumps(asdict(self.params))), "networks": names,
                  "series": {name: vars(state) for name, state in self._series.items()}}
         (directory / _STATE_FILE).write_text(json.dumps(state))
 
-    @classmethod
-    def load(cls, directory: Path, params: ModelParams) -> LstmModel:
+    def load(self, directory: Path) -> None:
         keras = _keras()
         state = json.loads((directory / _STATE_FILE).read_text())
-        model = cls(params)
-        for index, name in enumerate(state["networks"]):
-            model._networks[name] = keras.models.load_model(directory / f"network_{index}.keras")
-        model._series = {name: _SeriesState(**values) for name, values in state["series"].items()}
-        return model
+        if state["params"] != json.loads(json.dumps(asdict(self.params))):
+            raise ValueError("saved parameters differ from the configured ones")
+        self._networks = {name: keras.models.load_model(directory / f"network_{index}.keras")
+                          for index, name in enumerate(state["networks"])}
+        self._series = {name: _SeriesState(**values) for name, values in state["series"].items()}
 
 
 MODEL_CLASS = LstmModel
