@@ -60,8 +60,15 @@ class ScoringConfig:
     min_dev_from_expected: float = 0.0
 
     @property
-    def alarm_settings(self) -> alarms.AlarmSettings:
-        return alarms.AlarmSettings(self.quiet_seconds, self.rearm_seconds, self.rearm_step)
+    def score_kind(self) -> str:
+        """"alarm" when scores mark single points, "band" when they stay > 1 while it lasts."""
+        return self.alarm_settings(REFERENCE_STEP_SECONDS).score_kind
+
+    def alarm_settings(self, step_seconds: float) -> alarms.AlarmSettings:
+        """The quiet and rearm periods on a series sampled every step_seconds."""
+        return alarms.AlarmSettings(span_seconds(self.quiet_seconds, step_seconds),
+                                    span_seconds(self.rearm_seconds, step_seconds),
+                                    self.rearm_step)
 
     def alpha(self, step_seconds: float, channels: int) -> float:
         """The per-point exceedance probability of each channel."""
@@ -95,7 +102,7 @@ class Detector:
 
     @property
     def score_kind(self) -> str:
-        return self.scoring.alarm_settings.score_kind
+        return self.scoring.score_kind
 
     @property
     def last_times(self) -> np.ndarray:
@@ -110,6 +117,10 @@ class Detector:
         for channel in self.channels:
             state[f"calibration.{channel}"] = calibration.new_state(n_series)
         return state
+
+    def knows(self, key: SeriesKey) -> bool:
+        """Whether the detector holds state for this series."""
+        return key in self._row_of
 
     def rows(self, keys: Sequence[SeriesKey]) -> np.ndarray:
         """The state rows of keys, adding fresh state for keys never seen."""
@@ -207,15 +218,17 @@ class Detector:
                                      scoring.min_dev_from_expected)
         score = np.full(values.shape, np.nan)
         half_width = np.full(values.shape, np.nan)
-        settings = scoring.alarm_settings
+        settings = scoring.alarm_settings(self.model.step_seconds)
         if scoring.calibration == "raw":
             raw_half = np.maximum(residuals.raw_half_width, _TINY)
             with np.errstate(invalid="ignore", divide="ignore"):
                 raw_score = np.abs(deviation) / raw_half
         else:
+            step = self.model.step_seconds
             calibration_settings = calibration.CalibrationSettings(
-                alpha=scoring.alpha(self.model.step_seconds, len(self.channels)),
-                memory_seconds=scoring.memory_seconds, warm_up_seconds=scoring.warm_up_seconds,
+                alpha=scoring.alpha(step, len(self.channels)),
+                memory_seconds=span_seconds(scoring.memory_seconds, step),
+                warm_up_seconds=span_seconds(scoring.warm_up_seconds, step),
                 min_errors=MIN_ERRORS)
         must_alarm = residuals.must_alarm
         refresh_seconds = span_seconds(calibration.REFRESH_SECONDS, self.model.step_seconds)

@@ -2,7 +2,8 @@
 
 A reload builds the new schedulers from the new file only after it validated; a bad file
 leaves the old schedulers running and sets anomaly_sidecar_config_last_reload_successful to 0.
-Jobs whose model, query and scheduler sections did not change keep their fitted model.
+Jobs whose model, query and scheduler sections did not change keep their detector (what the
+model learned and every series' state).
 """
 
 from __future__ import annotations
@@ -84,8 +85,8 @@ class Sidecar:
         for alias, jobs in build_jobs(config, self.state_dir).items():
             for job in jobs:
                 previous = kept.get((job.labels, json_key(job)))
-                if previous is not None and previous.model is not None:
-                    job.model, job.fitted_at = previous.model, previous.fitted_at
+                if previous is not None:
+                    job.detector, job.fitted_at = previous.detector, previous.fitted_at
                 else:
                     job.restore()
             runner = SchedulerRunner(config.schedulers[alias], jobs, reader, self.outputs,

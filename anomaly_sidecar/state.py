@@ -1,11 +1,12 @@
-"""Fitted models on disk, so that a restarted sidecar scores at once instead of refitting.
+"""Detectors on disk, so that a restarted sidecar resumes where it stopped: what its model
+learned and every series' streaming state, so neither a refit nor a history read is needed.
 
-Layout: <state-dir>/<scheduler>/<model>/<query>/ holds versions `v-<n>/` (the model's own
-files plus meta.json) and a `current` file naming the live version. A new fit is written to
-a fresh version directory, every file fsynced, then `current` is replaced by rename (temp
-file, fsync, rename), so a crash at any moment leaves the old or the new state, never a mix.
-Anything unreadable or written for another configuration is reported and ignored: the
-caller refits.
+Layout: <state-dir>/<scheduler>/<model>/<query>/ holds versions `v-<n>/` (the detector's own
+files plus meta.json) and a `current` file naming the live version. A save is written to a
+fresh version directory, every file fsynced, then `current` is replaced by rename (temp file,
+fsync, rename), so a crash at any moment leaves the old or the new state, never a mix.
+Anything unreadable or written for another configuration is reported and ignored: the caller
+starts afresh (refits, and reads each series' history).
 """
 
 from __future__ import annotations
@@ -20,19 +21,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from anomaly_sidecar.models.base import Model, ModelParams
+from anomaly_sidecar.detector import Detector
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _META_FILE = "meta.json"
 _POINTER_FILE = "current"
 
 
 @dataclass(frozen=True)
-class StoredModel:
-    model: Model
-    fitted_at: float
+class StoredDetector:
+    fitted_at: float | None
     meta: dict[str, Any]
 
 
@@ -71,13 +71,14 @@ def _fsync_tree(directory: Path) -> None:
     _fsync_directory(directory)
 
 
-def save_model(directory: Path, model: Model, fitted_at: float, identity: dict[str, Any]) -> None:
-    """Store a fitted model as the new current version and drop older versions."""
+def save_detector(directory: Path, detector: Detector, fitted_at: float | None,
+                  identity: dict[str, Any]) -> None:
+    """Store the detector as the new current version and drop older versions."""
     directory.mkdir(parents=True, exist_ok=True)
     version = f"v-{time.time_ns()}"
     version_directory = directory / version
     version_directory.mkdir()
-    model.save(version_directory)
+    detector.save(version_directory)
     meta = {"format": FORMAT_VERSION, "fitted_at": fitted_at, "identity": identity}
     (version_directory / _META_FILE).write_text(json.dumps(meta))
     _fsync_tree(version_directory)
@@ -88,9 +89,10 @@ def save_model(directory: Path, model: Model, fitted_at: float, identity: dict[s
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def load_model(directory: Path, model_type: type[Model], params: ModelParams,
-               identity: dict[str, Any]) -> StoredModel | None:
-    """The stored model if it exists and was fitted for this identity, else None (logged)."""
+def load_detector(directory: Path, detector: Detector,
+                  identity: dict[str, Any]) -> StoredDetector | None:
+    """Restore the stored state into `detector` (a fresh one built from the configuration) if
+    it exists and was made for this identity; else None (logged), and detector is unchanged."""
     pointer = directory / _POINTER_FILE
     if not pointer.exists():
         return None
@@ -102,8 +104,10 @@ def load_model(directory: Path, model_type: type[Model], params: ModelParams,
         if meta.get("identity") != identity:
             raise ValueError("stored for a different configuration "
                              f"({meta.get('identity')} != {identity})")
-        model = model_type.load(version_directory, params)
-        return StoredModel(model, float(meta["fitted_at"]), meta)
-    except Exception as error:  # a corrupt state of any kind must only cost a refit
-        log.warning("ignoring state in %s, the model will be refitted: %s", directory, error)
+        detector.load(version_directory)
+        fitted_at = meta.get("fitted_at")
+        return StoredDetector(None if fitted_at is None else float(fitted_at), meta)
+    except Exception as error:  # a corrupt state of any kind must only cost a rebuild
+        log.warning("ignoring state in %s, it will be rebuilt from history: %s", directory,
+                    error)
         return None

@@ -114,7 +114,7 @@ class OutputCollector:
                     metric.add_sample(self.names[name], entry.labels, entry.values[name])
             yield metric
         warm = Metric("anomaly_sidecar_model_warm",
-                      "1 once the series has min_samples and is scored, 0 during warm-up", "gauge")
+                      "1 once the series is past its warm-up and scored, 0 before", "gauge")
         for entry in entries:
             warm.add_sample("anomaly_sidecar_model_warm", entry.labels, 1.0 if entry.warm else 0.0)
         yield warm

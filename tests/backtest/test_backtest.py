@@ -8,18 +8,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
 import requests
 from click.testing import CliRunner
 
-from anomaly_sidecar import backtest
+from anomaly_sidecar import backtest, detector
 from anomaly_sidecar.backtest import BacktestInputError, Cadence, Series, read_csv, run_backtest
 from anomaly_sidecar.backtest_cli import backtest_command, resolve_setup
 from anomaly_sidecar.cli import main
 from anomaly_sidecar.config import parse_config
-from anomaly_sidecar.models.base import Forecast, SeriesBatch
+from anomaly_sidecar.models.base import Model, ModelParams, Residuals, SeriesBatch
 from tests.support.services import victoria_metrics
 
 STEP_SECONDS = 300
@@ -46,17 +47,20 @@ def truncated(series: Series, n_points: int) -> Series:
 
 
 CAUSALITY_MODELS = [
-    {"type": "likelihood", "min_samples": 150},
+    {"type": "composite"},
     {"type": "zscore"},
-    {"type": "mad", "window": 30},
-    {"type": "lstm", "window": 8, "units": 4, "epochs": 1, "error_history": 64},
+    {"type": "mad", "window": "2h30m"},
+    {"type": "arima"},
+    {"type": "lstm", "window": "40m", "units": 4, "epochs": 1},
 ]
 
 
 @pytest.mark.parametrize("section", CAUSALITY_MODELS, ids=lambda s: s["type"])
 def test_scores_of_first_points_do_not_depend_on_later_points(section):
+    """With refits in between (for the models that learn), a backtest of the first n points
+    scores them exactly as the backtest of the whole series does."""
     series = noisy_daily(1500, spike_at=1000)
-    cadence = Cadence(fit_every=400, fit_window=800, min_samples=100)
+    cadence = Cadence(fit_every=400, fit_window=800, first_fit=100)
     full = run_backtest(model_config(section), series, cadence)
     for n_points in (700, 1001, 1300):
         partial = run_backtest(model_config(section), truncated(series, n_points), cadence)
@@ -70,51 +74,62 @@ def test_scores_of_first_points_do_not_depend_on_later_points(section):
     assert full.anomaly_score[1000] > 1
 
 
-class SpyModel:
-    """Records what the backtest shows a model, to check no call sees a later point."""
+class SpyModel(Model):
+    """Records what the backtest shows a learning model, to check no call sees a later
+    point."""
 
-    context_points = 50
-    fit_points = 150
-    calls: list = []
+    type_name = "spy"
+    Params = ModelParams
+    learns = True
+    calls: ClassVar[list] = []
 
-    def __init__(self, *_):
-        pass
+    @property
+    def fit_seconds(self) -> float:
+        return 150 * STEP_SECONDS
 
-    def can_predict(self, key):
-        return True
+    @property
+    def history_seconds(self) -> float:
+        return STEP_SECONDS
 
     def fit(self, batch: SeriesBatch) -> None:
         SpyModel.calls.append(("fit", batch.timestamps[-1], len(batch.timestamps)))
 
-    def predict(self, batch: SeriesBatch, n_targets: int) -> Forecast:
-        SpyModel.calls.append(("predict", batch.timestamps[-1], batch.timestamps[-n_targets]))
-        last = np.full((1, n_targets), np.nan)
-        return Forecast(last, last, last)
+    def new_state(self, n_series: int) -> dict:
+        return {}
+
+    def advance(self, state, keys, timestamps, values) -> Residuals:
+        SpyModel.calls.append(("advance", timestamps[0], timestamps[-1]))
+        nothing = np.full(values.shape, np.nan)
+        return Residuals(nothing, nothing, nothing)
 
 
 def test_fits_see_only_points_before_the_chunk_they_serve(monkeypatch):
     SpyModel.calls = []
-    monkeypatch.setattr(backtest, "build_model", SpyModel)
+    monkeypatch.setattr(detector, "model_class", lambda name: SpyModel)
+    monkeypatch.setattr(backtest, "model_class", lambda name: SpyModel)
     series = noisy_daily(1000)
     run_backtest(model_config({"type": "zscore"}), series, Cadence(300, 200, 40))
     refits = backtest.refit_points(1000, Cadence(300, 200, 40))
     assert refits == [40, 80, 160, 320, 620, 920]
     fits = [call for call in SpyModel.calls if call[0] == "fit"]
-    predicts = [call for call in SpyModel.calls if call[0] == "predict"]
-    assert [series.seconds.tolist().index(last) + 1 for _, last, _ in fits] == refits
-    # each fit sees min(start, fit_window = 200, the model's fit_points = 150) points
+    advances = [call for call in SpyModel.calls if call[0] == "advance"]
+    moments = series.seconds.tolist()
+    assert [moments.index(last) + 1 for _, last, _ in fits] == refits
+    # each fit sees min(start, fit_window = 200, the model's fit_seconds = 150 points)
     assert [length for _, _, length in fits] == [40, 80, 150, 150, 150, 150]
-    first_targets = [series.seconds.tolist().index(first) for _, _, first in predicts]
-    assert first_targets == [0, *refits]
-    assert predicts[-1][1] == series.seconds[-1]
+    # every point is advanced exactly once, in order, after the fit that serves it
+    starts = [moments.index(first) for _, first, _ in advances]
+    ends = [moments.index(last) + 1 for _, _, last in advances]
+    assert starts == [0, *ends[:-1]] and ends[-1] == 1000
+    assert set(refits) <= set(starts)
 
 
-def test_min_samples_hides_scores_until_enough_history():
+def test_the_warm_up_hides_scores_until_enough_history():
     series = noisy_daily(600)
-    result = run_backtest(model_config({"type": "likelihood", "min_samples": 300}), series,
+    result = run_backtest(model_config({"type": "composite", "warm_up": "1d"}), series,
                           Cadence(288, 2016, 300))
-    assert np.isnan(result.anomaly_score[:299]).all()
-    assert np.isfinite(result.anomaly_score[299:]).all()
+    assert np.isnan(result.anomaly_score[:288]).all()
+    assert np.isfinite(result.anomaly_score[289:]).all()
 
 
 def write_input(path: Path, rows: list[tuple[str, str]]) -> Path:
@@ -149,7 +164,7 @@ def test_cli_writes_one_output_row_per_input_row_and_a_plot(tmp_path):
 def test_default_setup_is_the_shipped_default_config():
     setup = resolve_setup(None, None)
     assert setup.model.alias == "default"
-    assert setup.model.type == "likelihood"
+    assert setup.model.type == "composite"
     assert setup.fit_every_seconds == 86400
 
 

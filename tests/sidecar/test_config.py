@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from anomaly_sidecar.config import ConfigError, load_config
-from anomaly_sidecar.durations import parse_duration
+from anomaly_sidecar.durations import parse_duration, parse_window, span_points, span_seconds
 from tests.sidecar.helpers import MINIMAL_CONFIG
 
 
@@ -41,7 +41,18 @@ def test_minimal_config_from_the_issue_is_valid(tmp_path):
     pytest.param(("    step: 15s\n", "    step: [15s]\n"),
                  "queries.cpu.step: must be a duration like 15s or 1h, got list", id="wrong-type"),
     pytest.param(("    type: zscore\n", "    type: zscore\n    window: ten\n"),
-                 "models.cpu_zscore.window: must be an integer, got 'ten'", id="wrong-param-type"),
+                 "models.cpu_zscore.window: must be a duration like 15s, 10m, 1h30m or 1d, "
+                 "got 'ten'", id="wrong-param-type"),
+    pytest.param(("    type: zscore\n", "    type: zscore\n    window: 30\n"),
+                 "models.cpu_zscore.window: must be a duration such as 30m or 1d (a bare number "
+                 "is ambiguous: points or seconds?), got 30", id="bare-number-window"),
+    pytest.param(("    type: zscore\n", "    type: zscore\n    quiet: 30\n"),
+                 "models.cpu_zscore.quiet: must be a duration such as 30m", id="bare-number-quiet"),
+    pytest.param(("    type: zscore\n", "    type: zscore\n    calibration: strict\n"),
+                 "models.cpu_zscore.calibration: must be one of calibrated, raw, got 'strict'",
+                 id="unknown-calibration"),
+    pytest.param(("    type: zscore\n", "    type: zscore\n    false_alarms_per_day: 0\n"),
+                 "models.cpu_zscore.false_alarms_per_day: must be > 0", id="zero-sensitivity"),
     pytest.param(("    queries: [cpu]\n", "    queries: [cpu, mem]\n"),
                  "models.cpu_zscore.queries: query 'mem' is not defined (defined: cpu)",
                  id="missing-query"),
@@ -101,3 +112,14 @@ def test_durations():
     for bad in ("15", "1x", "", "0s", True):
         with pytest.raises(ValueError):
             parse_duration(bad)
+
+
+def test_a_window_means_its_duration_up_to_five_minute_steps_and_its_points_beyond():
+    """The same `1h` holds 240 points at 15 s and 12 at 5 min; at an hourly step it keeps the
+    12 points it holds at 5 minutes rather than shrinking to one."""
+    assert [span_points(3600, step) for step in (15, 60, 300, 3600)] == [240, 60, 12, 12]
+    assert span_seconds(3600, 60) == 3600
+    assert span_seconds(3600, 3600) == 12 * 3600
+    assert parse_window("0") == 0 and parse_window("2h") == 7200
+    with pytest.raises(ValueError, match="ambiguous"):
+        parse_window(60)

@@ -57,24 +57,25 @@ def test_output_names_labels_and_template():
 
 
 def test_model_info_says_which_models_publish_point_alarms():
-    """The alert rules pick their expression by score_kind: the likelihood model's single-point
-    alarms would never satisfy a `for: 5m` band rule."""
+    """The alert rules pick their expression by score_kind: a model with a quiet period
+    publishes single-point alarms, which would never satisfy a `for: 5m` band rule."""
     config = parse_config({
         "reader": {"url": "http://127.0.0.1:9"},
         "queries": {"cpu": {"expr": "up"}},
-        "models": {"cpu_likelihood": {"type": "likelihood"}, "cpu_mad": {"type": "mad"}},
+        "models": {"cpu_composite": {"type": "composite", "quiet": "30m"},
+                   "cpu_mad": {"type": "mad", "quiet": "0", "rearm": "0"}},
         "schedulers": {"main": {"fit_every": "1h", "fit_window": "1d", "infer_every": "1m"}},
     }, "inline")
     collector = OutputCollector()
-    for alias in ("cpu_likelihood", "cpu_mad"):
+    for alias in ("cpu_composite", "cpu_mad"):
         job = Job(config.schedulers["main"], config.models[alias], "cpu", config.queries["cpu"],
                   None)
         collector.update(job.labels, KEYS, outputs_for([0.0, 0.0]), np.array([True, True]),
                          100.0, 3600)
     info = parsed(exposition(collector))["anomaly_sidecar_model_info"]
     assert sorted(info, key=lambda sample: sample[0]["model_alias"]) == [
-        ({"for": "cpu", "model_alias": "cpu_likelihood", "scheduler_alias": "main",
-          "type": "likelihood", "score_kind": "alarm"}, 1.0),
+        ({"for": "cpu", "model_alias": "cpu_composite", "scheduler_alias": "main",
+          "type": "composite", "score_kind": "alarm"}, 1.0),
         ({"for": "cpu", "model_alias": "cpu_mad", "scheduler_alias": "main",
           "type": "mad", "score_kind": "band"}, 1.0)]
     collector.forget_jobs_except(set())
@@ -138,14 +139,17 @@ def test_a_run_still_busy_when_the_next_is_due_is_skipped_and_counted():
     assert runner.metrics.runs_skipped.labels("fit", "s")._value.get() == 0
 
 
-def test_new_series_ask_for_one_cold_start_fit():
+def test_series_a_learning_model_cannot_forecast_ask_for_one_fit():
     runner, job = runner_and_job()
-    model = ArimaModel(ArimaParams())
+    model = ArimaModel(ArimaParams(), 60.0)
     rng = np.random.default_rng(0)
     history = 50 + rng.normal(size=200).cumsum()
     model.fit(SeriesBatch(KEYS[:1], np.arange(200.0), history[None]))
-    runner._request_cold_start(job, model, KEYS)
-    assert job.cold_start_pending and list(job.cold_start_requested) == [KEYS[1]]
-    job.cold_start_pending = False
-    runner._request_cold_start(job, model, KEYS)
-    assert not job.cold_start_pending, "asked again before the retry interval"
+    job.detector.model, job.fitted_at = model, 1.0
+    runner._request_fit(job, KEYS[:1])
+    assert not job.fit_pending, "every series can be forecast"
+    runner._request_fit(job, KEYS)
+    assert job.fit_pending
+    job.fit_pending = False
+    runner._request_fit(job, KEYS)
+    assert not job.fit_pending, "asked again before the retry interval"

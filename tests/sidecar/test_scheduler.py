@@ -1,5 +1,6 @@
-"""One fit and one inference through SchedulerRunner against a real VictoriaMetrics holding
-imported data: detection_direction, min_dev_from_expected and min_samples reach the output."""
+"""Fits and inferences through SchedulerRunner against a real VictoriaMetrics holding imported
+data: detection_direction, min_dev_from_expected and the warm-up reach the output, and a
+point alarm is published once, while it is news."""
 
 from __future__ import annotations
 
@@ -18,12 +19,13 @@ from tests.sidecar.test_reader import import_lines
 from tests.support.services import victoria_metrics, wait_for
 
 MODELS = {
-    "both": {"type": "zscore", "window": 30},
-    "above_only": {"type": "zscore", "window": 30, "detection_direction": "above"},
-    "below_only": {"type": "zscore", "window": 30, "detection_direction": "below"},
-    "tolerant": {"type": "zscore", "window": 30, "min_dev_from_expected": 50.0},
-    "cautious": {"type": "zscore", "window": 30, "min_samples": 500},
+    "both": {"type": "zscore", "window": "30m"},
+    "above_only": {"type": "zscore", "window": "30m", "detection_direction": "above"},
+    "below_only": {"type": "zscore", "window": "30m", "detection_direction": "below"},
+    "tolerant": {"type": "zscore", "window": "30m", "min_dev_from_expected": 50.0},
+    "cautious": {"type": "zscore", "window": "30m", "warm_up": "10h"},
 }
+ALARM_MODEL = {"type": "composite", "quiet": "30m"}
 
 
 def test_direction_min_dev_and_warm_up_shape_the_scores(tmp_path):
@@ -70,10 +72,11 @@ def published_scores(outputs: OutputCollector) -> dict[str, float]:
 
 
 def test_a_point_alarm_between_two_inferences_is_published(tmp_path):
-    """infer_every 3m over a 1m step: the likelihood model's alarm falls on a column that is the
+    """infer_every 3m over a 1m step: a point-alarm model's alarm falls on a column that is the
     latest at neither inference, yet anomaly_score carries it (the highest score of the columns
-    since the last inference). A job without an earlier inference scores the latest column
-    only, which is quiet after the alarm."""
+    since the last inference). A job seeing the series for the first time scores its history
+    and publishes the alarm too (it is a minute old); the next inference, with no new alarm,
+    publishes a quiet score."""
     step = 60.0
     end = math.floor(time.time() / step) * step - step
     stamps = end - step * np.arange(399, -1, -1)
@@ -84,9 +87,8 @@ def test_a_point_alarm_between_two_inferences_is_published(tmp_path):
         config = parse_config({
             "reader": {"url": service.url},
             "queries": {"q": {"expr": "imported", "step": "1m"}},
-            "models": {alias: {"type": "likelihood", "min_samples": 150}
-                       for alias in ("followed", "fresh")},
-            "schedulers": {"s": {"fit_every": "1h", "fit_window": "2h", "infer_every": "3m"}},
+            "models": {alias: ALARM_MODEL for alias in ("followed", "fresh")},
+            "schedulers": {"s": {"fit_every": "1h", "fit_window": "6h", "infer_every": "3m"}},
         }, "inline")
         now = [end - 3 * step + 1]
         outputs = OutputCollector()
@@ -99,10 +101,13 @@ def test_a_point_alarm_between_two_inferences_is_published(tmp_path):
         before = published_scores(outputs)["followed"]
         now[0] = end + 1
         assert runner.fit(fresh) and runner.infer(fresh) and runner.infer(followed)
-    after = published_scores(outputs)
+        after = published_scores(outputs)
+        now[0] = end + step + 1
+        assert runner.infer(fresh)
+        later = published_scores(outputs)
     assert before < 1
-    assert after["followed"] == pytest.approx(1 / config.models["followed"].params.alarm_level)
-    assert after["fresh"] < 1
+    assert after["followed"] >= 1 and after["fresh"] >= 1
+    assert later["fresh"] < 1
 
 
 def test_after_a_gap_only_alarms_within_alarm_catch_up_are_published(tmp_path):
@@ -119,10 +124,10 @@ def test_after_a_gap_only_alarms_within_alarm_catch_up_are_published(tmp_path):
         config = parse_config({
             "reader": {"url": service.url},
             "queries": {"q": {"expr": "imported", "step": "1m"}},
-            "models": {"detector": {"type": "likelihood", "min_samples": 150}},
+            "models": {"detector": ALARM_MODEL},
             "schedulers": {
-                "default": {"fit_every": "1h", "fit_window": "2h", "infer_every": "1m"},
-                "long": {"fit_every": "1h", "fit_window": "2h", "infer_every": "1m",
+                "default": {"fit_every": "1h", "fit_window": "6h", "infer_every": "1m"},
+                "long": {"fit_every": "1h", "fit_window": "6h", "infer_every": "1m",
                          "alarm_catch_up": "30m"}},
         }, "inline")
         now = [end - 30 * step + 1]
@@ -141,4 +146,4 @@ def test_after_a_gap_only_alarms_within_alarm_catch_up_are_published(tmp_path):
             assert runner.infer(job)
             published[alias] = published_scores(outputs)["detector"]
     assert published["default"] < 1
-    assert published["long"] == pytest.approx(1 / config.models["detector"].params.alarm_level)
+    assert published["long"] >= 1
