@@ -322,6 +322,8 @@ class SchedulerRunner:
         the score: the newest for a band model; for a point-alarm model the highest of the
         points scored since the last publication that are younger than alarm_catch_up (an
         older alarm is not published: AnomalyAlarm says "within the last 10m")."""
+        if not batch.values.shape[1]:
+            return
         newest = np.where(scored.scored.any(axis=1),
                           batch.values.shape[1] - 1 - np.argmax(scored.scored[:, ::-1], axis=1),
                           -1)

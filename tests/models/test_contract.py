@@ -11,6 +11,8 @@ run (model + calibration + alarm gate). Model types are discovered from the pack
 
 from __future__ import annotations
 
+import copy
+import itertools
 import tempfile
 import warnings
 from pathlib import Path
@@ -71,7 +73,7 @@ def run(type_name: str, values: np.ndarray, cuts: list[int], fit_until: int,
         detector.model.fit(fit)
     scores = np.full(values.shape, np.nan)
     bounds = [fit_until, *sorted(set(cuts)), values.shape[1]]
-    for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+    for start, end in itertools.pairwise(bounds):
         if start == restore_at:
             with tempfile.TemporaryDirectory() as directory:
                 detector.save(Path(directory))
@@ -130,3 +132,31 @@ def test_nan_inf_and_gaps(type_name):
     assert np.isnan(scores[0, 900]) and np.isnan(scores[1, 950:990]).all()
     assert np.isnan(scores[2, 1000:1002]).all()
     assert np.isfinite(scores[:, 1100:]).all(), "scoring resumes after a gap"
+
+
+def test_the_band_is_where_the_score_reaches_one(type_name):
+    """The output contract: with band semantics (no quiet period), a value on yhat_upper scores
+    1 and one just beyond it more; for a model with further error channels (composite) the
+    deviation channel alone already scores 1 there, so the score is at least 1."""
+    values = series(1200, seed=6)
+    timestamps = 1.7e9 + STEP * np.arange(values.shape[1])
+    raw = {"reader": {"url": "http://x:1"}, "queries": {}, "schedulers": {},
+           "models": {"m": {"type": type_name, **SMALL.get(type_name, {}), "quiet": "0",
+                            "rearm": "0"}}}
+    detector = build_detector(parse_config(raw, "contract").models["m"], STEP)
+    if detector.model.learns:
+        detector.model.fit(SeriesBatch(KEYS, timestamps[:400], values[:, :400]))
+    detector.update(SeriesBatch(KEYS, timestamps[:-1], values[:, :-1]))
+    probe = copy.deepcopy(detector).update(SeriesBatch(KEYS, timestamps[-1:], values[:, -1:]))
+    upper = probe.yhat_upper[:, 0]
+    assert np.isfinite(upper).all() and (upper > probe.yhat[:, 0]).all()
+    for offset, expected in ((0.0, 1.0), (1e-3 * np.abs(upper), None)):
+        edge = values[:, -1:].copy()
+        edge[:, 0] = upper + offset
+        scores = copy.deepcopy(detector).update(SeriesBatch(KEYS, timestamps[-1:], edge))
+        if expected is None:
+            assert (scores.anomaly_score[:, 0] > 1).all()
+        elif detector.model.extra_channels:
+            assert (scores.anomaly_score[:, 0] >= 1 - 1e-9).all()
+        else:
+            np.testing.assert_allclose(scores.anomaly_score[:, 0], 1.0, rtol=1e-9)

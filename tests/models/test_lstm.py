@@ -1,4 +1,6 @@
-"""The LSTM model: it learns, it scores by the output contract, it round-trips, it batches."""
+"""The LSTM model: it learns, it batches every series into one forward pass, its raw band is
+Telemanom's, and it loads no framework for configs that do not use it. What every model must do
+(causality, gaps, state round trips, the band contract) is in tests/models/test_contract.py."""
 
 import subprocess
 import sys
@@ -6,11 +8,11 @@ import sys
 import numpy as np
 import pytest
 
-from anomaly_sidecar.models.base import ModelParamError, SeriesBatch, build_params
+from anomaly_sidecar.models.base import ModelParamError, Residuals, SeriesBatch, build_params
 from anomaly_sidecar.models.lstm import LstmModel, LstmParams, telemanom_thresholds
-from anomaly_sidecar.scoring import score_forecast
 
-SMALL = {"window": 16, "units": 16, "epochs": 8, "batch_size": 32, "error_history": 128}
+STEP = 60.0
+SMALL = {"window": "16m", "units": 16, "epochs": 8, "batch_size": 32}
 PERIOD = 40
 
 
@@ -25,63 +27,57 @@ def sine(n_points: int, phase: float = 0.0, scale: float = 10.0, offset: float =
 def batch(rows: list[np.ndarray], names: list[str] | None = None) -> SeriesBatch:
     names = names or [f"s{i}" for i in range(len(rows))]
     return SeriesBatch([(("series", name),) for name in names],
-                       np.arange(len(rows[0]), dtype=float) * 60, np.vstack(rows))
+                       np.arange(len(rows[0]), dtype=float) * STEP, np.vstack(rows))
+
+
+def lstm(**changes) -> LstmModel:
+    return LstmModel(build_params(LstmParams, {**SMALL, **changes}), STEP)
+
+
+def stream(model: LstmModel, data: SeriesBatch, first: int) -> Residuals:
+    """The model's forecasts of columns first.. after its state saw the columns before."""
+    state = model.new_state(len(data.keys))
+    model.advance(state, data.keys, data.timestamps[:first], data.values[:, :first])
+    return model.advance(state, data.keys, data.timestamps[first:], data.values[:, first:])
 
 
 @pytest.fixture(scope="module")
 def fitted_on_sine():
-    model = LstmModel(LstmParams(**SMALL))
+    model = lstm()
     model.fit(batch([sine(1000)]))
     return model
 
 
 def test_learns_a_sine_far_better_than_last_value(fitted_on_sine):
     values = sine(1400)
-    forecast = fitted_on_sine.predict(batch([values]), 400)
+    forecast = stream(fitted_on_sine, batch([values]), 1000)
     actual = values[1000:]
     model_error = np.mean(np.abs(forecast.yhat[0] - actual))
     naive_error = np.mean(np.abs(values[999:-1] - actual))
     assert model_error < 0.35 * naive_error, (model_error, naive_error)
 
 
-def test_planted_spike_scores_above_one_and_normal_points_below(fitted_on_sine):
+def test_raw_band_flags_a_planted_spike_and_no_normal_point(fitted_on_sine):
+    """`calibration: raw`: Telemanom's threshold on the smoothed error, drawn as a band."""
     values = sine(1400)
     spike = 1200
     values[spike] += 8.0
-    forecast = fitted_on_sine.predict(batch([values]), 400)
-    scores = score_forecast(values[None, 1000:], forecast)[0]
-    assert scores[spike - 1000] > 1
+    forecast = stream(fitted_on_sine, batch([values]), 1000)
+    outside = np.abs(values[1000:] - forecast.yhat[0]) > forecast.raw_half_width[0]
+    assert outside[spike - 1000]
     # normal points: all whose input window does not contain the spike
-    affected = slice(spike - 1000, spike - 1000 + SMALL["window"] + 1)
-    normal = np.delete(scores, np.r_[affected])
-    assert np.nanmax(normal) < 1, np.nanmax(normal)
-    assert np.isfinite(normal).all()
+    affected = np.r_[spike - 1000:spike - 1000 + 17]
+    assert not np.delete(outside, affected).any()
 
 
-def test_band_edges_are_exactly_where_the_score_reaches_one(fitted_on_sine):
-    values = sine(1100)
-    forecast = fitted_on_sine.predict(batch([values]), 50)
-    at_upper = values.copy()
-    at_upper[-1] = forecast.yhat_upper[0, -1]
-    just_beyond = values.copy()
-    just_beyond[-1] = forecast.yhat_upper[0, -1] + 1e-3
-    assert score_forecast(at_upper[None, -1:], _last(forecast))[0, 0] == pytest.approx(1.0)
-    assert score_forecast(just_beyond[None, -1:], _last(forecast))[0, 0] > 1
-
-
-def _last(forecast):
-    return type(forecast)(forecast.yhat[:, -1:], forecast.yhat_lower[:, -1:],
-                          forecast.yhat_upper[:, -1:])
-
-
-def test_save_load_round_trip_gives_identical_forecasts(fitted_on_sine, tmp_path):
+def test_saved_networks_use_the_keras_format(fitted_on_sine, tmp_path):
     fitted_on_sine.save(tmp_path)
     assert list(tmp_path.glob("*.keras")), "Keras native format expected"
-    restored = LstmModel.load(tmp_path, fitted_on_sine.params)
+    restored = lstm()
+    restored.load(tmp_path)
     values = batch([sine(1200, seed=5)])
-    original, again = fitted_on_sine.predict(values, 100), restored.predict(values, 100)
-    np.testing.assert_array_equal(original.yhat, again.yhat)
-    np.testing.assert_array_equal(original.yhat_upper, again.yhat_upper)
+    np.testing.assert_array_equal(stream(fitted_on_sine, values, 1000).yhat,
+                                  stream(restored, values, 1000).yhat)
 
 
 def test_shared_model_serves_every_series_in_one_forward_pass(fitted_on_sine, monkeypatch):
@@ -91,46 +87,48 @@ def test_shared_model_serves_every_series_in_one_forward_pass(fitted_on_sine, mo
     monkeypatch.setattr(network, "predict_on_batch",
                         lambda inputs: calls.append(len(inputs)) or original(inputs))
     rows = [sine(400, phase=i / 7, scale=1 + i, offset=10 * i) for i in range(50)]
-    forecast = fitted_on_sine.predict(batch(rows), 100)
-    assert len(calls) == 1
-    assert calls[0] == 50 * (400 - SMALL["window"])
-    assert np.isfinite(forecast.yhat).all()
-    # an unseen series at another scale is normalised with its own past: still a good forecast
-    error = np.mean(np.abs(forecast.yhat[49] - rows[49][300:]))
+    data = batch(rows)
+    fitted_on_sine.fit(SeriesBatch(data.keys, data.timestamps[:300], data.values[:, :300]))
+    calls.clear()
+    state = fitted_on_sine.new_state(50)
+    forecast = fitted_on_sine.advance(state, data.keys, data.timestamps, data.values)
+    assert calls == [50 * 400]
+    assert np.isfinite(forecast.yhat[:, 16:]).all()
+    error = np.mean(np.abs(forecast.yhat[49, 300:] - rows[49][300:]))
     assert error < 0.35 * np.mean(np.abs(np.diff(rows[49][299:])))
+    assert not fitted_on_sine.can_forecast((("series", "never fitted"),))
 
 
 def test_per_series_option_fits_one_network_per_series():
-    model = LstmModel(LstmParams(**{**SMALL, "epochs": 1, "per_series": True}))
+    model = lstm(epochs=1, per_series=True)
     model.fit(batch([sine(300), sine(300, phase=1.0)], ["a", "b"]))
     assert sorted(model._networks) == ['[["series", "a"]]', '[["series", "b"]]']
-    assert model.can_predict((("series", "a"),))
-    assert not model.can_predict((("series", "new"),))
+    assert model.can_forecast((("series", "a"),))
+    assert not model.can_forecast((("series", "new"),))
 
 
 def test_fit_is_reproducible_with_the_fixed_seed():
     forecasts = []
     for _ in range(2):
-        model = LstmModel(LstmParams(**{**SMALL, "epochs": 2}))
+        model = lstm(epochs=2)
         model.fit(batch([sine(500)]))
-        forecasts.append(model.predict(batch([sine(600)]), 50).yhat)
+        forecasts.append(stream(model, batch([sine(600)]), 550).yhat)
     np.testing.assert_array_equal(forecasts[0], forecasts[1])
 
 
 def test_gaps_constant_and_short_series_do_not_break_it():
-    model = LstmModel(LstmParams(**{**SMALL, "epochs": 1}))
+    model = lstm(epochs=1)
     gappy = sine(500)
     gappy[100:140] = np.nan
     model.fit(batch([gappy, np.full(500, 3.0), np.full(500, np.nan)]))
-    assert model.can_predict((("series", "s0"),))
-    values = np.vstack([sine(300), np.full(300, 3.0), np.full(300, np.inf)])
-    forecast = model.predict(batch(list(values)), 20)
-    assert np.isfinite(forecast.yhat[:2]).all()
-    assert np.isfinite(score_forecast(values[:2, -20:], forecast.__class__(
-        forecast.yhat[:2], forecast.yhat_lower[:2], forecast.yhat_upper[:2]))).all()
-    short = LstmModel(LstmParams(**SMALL))
+    assert model.can_forecast((("series", "s0"),)) and model.can_forecast((("series", "s1"),))
+    assert not model.can_forecast((("series", "s2"),))
+    values = np.vstack([sine(300), np.full(300, 3.0)])
+    forecast = stream(model, batch(list(values)), 280)
+    assert np.isfinite(forecast.yhat).all() and np.isfinite(forecast.raw_half_width).all()
+    short = lstm()
     short.fit(batch([sine(10)]))
-    assert not short.can_predict((("series", "s0"),))
+    assert not short.can_forecast((("series", "s0"),))
 
 
 def test_telemanom_threshold_separates_a_clear_outlier_per_series():
@@ -146,7 +144,8 @@ def test_telemanom_threshold_separates_a_clear_outlier_per_series():
     assert epsilons[2] == 0.2
 
 
-@pytest.mark.parametrize(("raw", "key"), [({"window": 0}, "window"), ({"dropout": 1.0}, "dropout"),
+@pytest.mark.parametrize(("raw", "key"), [({"window": 0}, "window"), ({"window": 16}, "window"),
+                                          ({"dropout": 1.0}, "dropout"),
                                           ({"learning_rate": 0}, "learning_rate"),
                                           ({"units": "many"}, "units"), ({"lstm_size": 3},
                                                                           "lstm_size")])
@@ -159,8 +158,8 @@ def test_bad_parameters_name_the_key(raw, key):
 def test_non_lstm_configs_never_import_a_deep_learning_framework():
     code = ("import sys; from anomaly_sidecar.cli import main; "
             "from anomaly_sidecar.backtest_cli import resolve_setup; "
-            "from anomaly_sidecar.config import build_model; "
-            "build_model(resolve_setup(None, None).model); "
+            "from anomaly_sidecar.detector import build_detector; "
+            "build_detector(resolve_setup(None, None).model, 60.0); "
             "import anomaly_sidecar.models.lstm; "
             "print(sorted(m for m in ('keras', 'tensorflow', 'torch') if m in sys.modules))")
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

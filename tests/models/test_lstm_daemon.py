@@ -25,11 +25,10 @@ queries:
 models:
   lstm:
     type: lstm
-    window: 4
+    window: 4s
     units: 4
     epochs: 1
-    error_history: 10
-    min_samples: 8
+    warm_up: 5s
 schedulers:
   main:
     fit_every: 2s
@@ -54,7 +53,7 @@ class HeldRefits:
     def fit(self, model: LstmModel, batch) -> None:
         self.original_fit(model, batch)
         if not self.first_done.is_set():
-            if batch.keys and model.can_predict(batch.keys[0]):
+            if batch.keys and model.can_forecast(batch.keys[0]):
                 self.first_done.set()
             return
         self.refit_running.set()

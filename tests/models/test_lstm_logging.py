@@ -9,13 +9,14 @@ import sys
 import pytest
 
 from anomaly_sidecar.models import lstm
-from tests.models.test_lstm import SMALL, batch, sine
+from tests.models.test_lstm import batch, sine
+from tests.models.test_lstm import lstm as small_lstm
 
 
 def test_training_device_is_logged_once(monkeypatch, caplog):
     monkeypatch.setattr(lstm, "_device_logged", False)
     caplog.set_level(logging.INFO, logger=lstm.__name__)
-    model = lstm.LstmModel(lstm.LstmParams(**{**SMALL, "epochs": 1}))
+    model = small_lstm(epochs=1)
     model.fit(batch([sine(200)]))
     model.fit(batch([sine(200, seed=1)]))
     device_lines = [r.getMessage() for r in caplog.records if "training on" in r.getMessage()]

@@ -8,7 +8,6 @@ import math
 import time
 
 import numpy as np
-import pytest
 from prometheus_client import CollectorRegistry
 
 from anomaly_sidecar.config import parse_config
