@@ -48,8 +48,8 @@ MIN_TAIL_ERRORS = 10.0
 many while a series is young."""
 REFRESH_SECONDS = 3600.0
 YOUNG_ERRORS = 200
-"""Until a series has this many errors its threshold is refreshed at every point: a young
-tail estimate moves fast."""
+"""From its warm-up until it has this many errors a series' threshold is refreshed at every
+point: a young tail estimate moves fast."""
 _MAX_LOG_WEIGHT = 50.0
 _MIN_SHAPE, _MAX_SHAPE = -0.5, 0.45
 STATE_FIELDS = ("weights", "reference_time", "observed", "first_time", "threshold",
@@ -104,8 +104,10 @@ def score(state: dict[str, np.ndarray], settings: CalibrationSettings, time: flo
     if rows.size == 0:
         return scores, thresholds
     bucket = math.floor(time / refresh_seconds)
-    stale = rows[(state["refreshed_bucket"][rows] < bucket)
-                 | (state["observed"][rows] < YOUNG_ERRORS)]
+    observed = state["observed"][rows]
+    young = ((observed < YOUNG_ERRORS) & (observed >= settings.min_errors)
+             & (time - state["first_time"][rows] >= settings.warm_up_seconds))
+    stale = rows[(state["refreshed_bucket"][rows] < bucket) | young]
     if stale.size:
         weights = state["weights"][stale]
         counts = weights.sum(axis=1) * np.exp(-(time - state["reference_time"][stale])

@@ -219,24 +219,28 @@ class Detector:
         score = np.full(values.shape, np.nan)
         half_width = np.full(values.shape, np.nan)
         settings = scoring.alarm_settings(self.model.step_seconds)
+        step = self.model.step_seconds
+        calibration_settings = calibration.CalibrationSettings(
+            alpha=scoring.alpha(step, len(self.channels)),
+            memory_seconds=span_seconds(scoring.memory_seconds, step),
+            warm_up_seconds=span_seconds(scoring.warm_up_seconds, step),
+            min_errors=MIN_ERRORS)
         if scoring.calibration == "raw":
             raw_half = np.maximum(residuals.raw_half_width, _TINY)
             with np.errstate(invalid="ignore", divide="ignore"):
                 raw_score = np.abs(deviation) / raw_half
-        else:
-            step = self.model.step_seconds
-            calibration_settings = calibration.CalibrationSettings(
-                alpha=scoring.alpha(step, len(self.channels)),
-                memory_seconds=span_seconds(scoring.memory_seconds, step),
-                warm_up_seconds=span_seconds(scoring.warm_up_seconds, step),
-                min_errors=MIN_ERRORS)
         must_alarm = residuals.must_alarm
         refresh_seconds = span_seconds(calibration.REFRESH_SECONDS, self.model.step_seconds)
         for column, moment in enumerate(timestamps):
             moment = float(moment)
             if scoring.calibration == "raw":
-                combined = raw_score[:, column]
-                unit_width = residuals.raw_half_width[:, column]
+                # the calibration still runs on the deviation, for its warm-up rule alone
+                warm, _ = calibration.score(state[f"calibration.{DEVIATION}"],
+                                            calibration_settings, moment,
+                                            errors[DEVIATION][:, column], refresh_seconds)
+                combined = np.where(np.isfinite(warm), raw_score[:, column], np.nan)
+                unit_width = np.where(np.isfinite(warm), residuals.raw_half_width[:, column],
+                                      np.nan)
             else:
                 combined = np.full(values.shape[0], np.nan)
                 unit_width = None

@@ -41,6 +41,9 @@ HISTORY_RETRY_INFERENCES = 10
 """A query whose new series needed a history read waits this many inference intervals before
 the next one, so a stream of new series cannot turn every cycle into a full read."""
 STATE_SAVE_SECONDS = 600.0
+SCORE_BLOCK_SERIES = 1000
+"""Series scored (and published) together in one inference: large enough for numpy to pay,
+small enough that the first of 10,000 new series are published long before the last."""
 """How often a job's series state is written to --state-dir (and at every fit and stop)."""
 
 
@@ -240,7 +243,9 @@ class SchedulerRunner:
 
     def infer(self, job: Job) -> bool:
         """Read the points each series has not been scored on, score them and publish;
-        False (counted) on failure. See the module docstring for what is read."""
+        False (counted) on failure. See the module docstring for what is read. Series are
+        scored and published in blocks, so a first read of many series publishes the first
+        blocks while the later ones are still being scored."""
         labels = ("infer", job.model_config.alias, self.config.alias)
         if job.learns and job.fitted_at is None:
             job.fit_pending = True  # nothing can be scored before the first fit
@@ -248,27 +253,34 @@ class SchedulerRunner:
             return False
         started = time.monotonic()
         now = self.clock()
-        step = job.query.step_seconds
         try:
             with job.lock:
-                detector = job.detector
-                detector.forget_unseen_since(now - self.config.fit_window_seconds)
-                batch, scored = self._read_and_score(job, detector, now, step)
+                job.detector.forget_unseen_since(now - self.config.fit_window_seconds)
+                batch = self._read(job, job.detector, now)
+            self.metrics.points_read.labels(job.labels.query_alias, job.labels.model_alias,
+                                            self.config.alias).inc(
+                int(np.isfinite(batch.values).sum()))
+            self._request_fit(job, batch.keys)
+            for first in range(0, len(batch.keys), SCORE_BLOCK_SERIES):
+                rows = slice(first, first + SCORE_BLOCK_SERIES)
+                block = SeriesBatch(batch.keys[rows], batch.timestamps, batch.values[rows])
+                with job.lock:
+                    scored = job.detector.update(block)
+                self._publish(job, block, scored, now)
         except Exception as error:  # keep serving the last scores
             self.metrics.run_errors.labels(*labels).inc()
             log.error("inference of %s failed: %s", job.labels, error)
             return False
-        self._publish(job, batch, scored, now)
         self.metrics.runs.labels(*labels).inc()
         self.metrics.run_duration.labels(*labels).observe(time.monotonic() - started)
         self.metrics.last_success.labels(*labels).set(self.clock())
         return True
 
-    def _read_and_score(self, job: Job, detector: Detector, now: float, step: float
-                        ) -> tuple[SeriesBatch, Scored]:
+    def _read(self, job: Job, detector: Detector, now: float) -> SeriesBatch:
         """One read since the oldest point still to score (a history read for a job with no
         series yet, or one whose series went quiet for longer than its history), then a
         history read if the answer holds series the detector has never seen."""
+        step = job.query.step_seconds
         history = job.history_seconds
         last_times = detector.last_times[np.isfinite(detector.last_times)]
         oldest = float(last_times.min()) if last_times.size else -math.inf
@@ -284,8 +296,7 @@ class SchedulerRunner:
         unknown = [key for key in batch.keys if not detector.knows(key)]
         if unknown and start > now - history:
             batch = self._history_read(job, batch, unknown, now, step)
-        self._request_fit(job, batch.keys)
-        return batch, detector.update(batch)
+        return batch
 
     def _history_read(self, job: Job, batch: SeriesBatch, unknown: list[SeriesKey],
                       now: float, step: float) -> SeriesBatch:

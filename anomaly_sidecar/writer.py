@@ -157,6 +157,11 @@ class SelfMetrics:
         self.reader_errors = Counter("anomaly_sidecar_reader_errors",
                                      "Query API requests that failed (each attempt)",
                                      registry=registry)
+        self.points_read = Counter("anomaly_sidecar_points_read",
+                                   "Samples read for inference (first reads of a series' "
+                                   "history included)", ["for", "model_alias",
+                                                         "scheduler_alias"],
+                                   registry=registry)
         self.reload_successful = Gauge("anomaly_sidecar_config_last_reload_successful",
                                        "1 if the last config (re)load succeeded",
                                        registry=registry)

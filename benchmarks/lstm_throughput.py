@@ -3,10 +3,11 @@
     python3 benchmarks/lstm_throughput.py            # Keras' default backend (tensorflow here)
     KERAS_BACKEND=torch python3 benchmarks/lstm_throughput.py   # e.g. a GPU box with PyTorch
 
-For 1k and 10k windows: the time of LstmModel.fit (default parameters), of LstmModel.predict
-over all windows of all series (the sidecar's path: one batched forward pass), of the raw
-compiled call on the same windows, and of two baselines: Keras' generic model.predict (its own
-batching loop) and a numpy last-value forecast. Runs from the repo root without installing.
+For 1k and 10k windows: the time of LstmModel.fit (default parameters, 1-minute step), of
+LstmModel.advance by one point for every series (the sidecar's inference path: one batched
+forward pass over every series' window), of the raw compiled call on the same windows, and of
+two baselines: Keras' generic model.predict (its own batching loop) and a numpy last-value
+forecast. Runs from the repo root without installing.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from anomaly_sidecar.models.base import SeriesBatch
 from anomaly_sidecar.models.lstm import LstmModel, LstmParams, compute_device
 
 WINDOW_COUNTS = (1_000, 10_000)
+STEP_SECONDS = 60.0
 SERIES_PER_FIT = 10
 REPEATS = 5
 
@@ -38,7 +40,7 @@ def sine_batch(n_series: int, n_points: int, seed: int = 0) -> SeriesBatch:
     values = 50 + 10 * np.sin(2 * np.pi * steps / 60 + phases) \
         + rng.normal(0, 0.5, (n_series, n_points))
     keys = [(("series", str(i)),) for i in range(n_series)]
-    return SeriesBatch(keys, steps.astype(float) * 60, values)
+    return SeriesBatch(keys, steps.astype(float) * STEP_SECONDS, values)
 
 
 def median_seconds(action: Callable[[], object]) -> float:
@@ -53,16 +55,25 @@ def median_seconds(action: Callable[[], object]) -> float:
 
 def measure(params: LstmParams, n_windows: int) -> None:
     """Fit on n_windows windows (10 series), then time inference over n_windows series with
-    one target each (n_windows windows in one pass) and print one table row."""
-    fit_batch = sine_batch(SERIES_PER_FIT, n_windows // SERIES_PER_FIT + params.window + 1)
-    model = LstmModel(params)
+    one new point each (n_windows windows in one pass) and print one table row."""
+    model = LstmModel(params, STEP_SECONDS)
+    window = model.window_points
+    fit_batch = sine_batch(SERIES_PER_FIT, n_windows // SERIES_PER_FIT + window + 1)
     started = time.perf_counter()
     model.fit(fit_batch)
     fit_seconds = time.perf_counter() - started
-    infer_batch = sine_batch(n_windows, params.window + 1, seed=1)
+    infer_batch = sine_batch(n_windows, window + 2, seed=1)
+    model.fit(infer_batch)  # normalisation statistics for every series scored below
+    history, newest = infer_batch.values[:, 1:window + 1], infer_batch.values[:, window + 1:]
     network = model._networks["shared"]
-    windows = np.ascontiguousarray(infer_batch.values[:, :params.window, None].astype("float32"))
-    predict_s = median_seconds(lambda: model.predict(infer_batch, 1))
+    windows = np.ascontiguousarray(history[..., None].astype("float32"))
+
+    def advance_one_point() -> None:
+        state = model.new_state(n_windows)
+        state["window"] = history.copy()
+        model.advance(state, infer_batch.keys, infer_batch.timestamps[window + 1:], newest)
+
+    predict_s = median_seconds(advance_one_point)
     compiled_s = median_seconds(lambda: network.predict_on_batch(windows))
     keras_predict_s = median_seconds(
         lambda: network.predict(windows, batch_size=params.batch_size, verbose=0))
@@ -78,7 +89,8 @@ def main() -> None:
     print(f"lstm_throughput: {compute_device()}, keras backend "
           f"{os.environ.get('KERAS_BACKEND', 'tensorflow (default)')}, {platform.node()}, "
           f"{os.cpu_count()} CPUs, python {platform.python_version()}")
-    print(f"params: window={params.window} units={params.units} layers={params.layers} "
+    print(f"params: window={params.window:.0f}s at a {STEP_SECONDS:.0f}s step, "
+          f"units={params.units} layers={params.layers} "
           f"epochs={params.epochs} batch_size={params.batch_size}")
     print(f"{'windows':>8} {'fit_s':>8} {'predict_ms':>11} {'compiled_ms':>12} "
           f"{'keras.predict_ms':>17} {'numpy_last_ms':>14} {'predict/compiled':>17} "

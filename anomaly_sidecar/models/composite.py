@@ -223,39 +223,51 @@ class CompositeModel(Model):
         return result
 
     def _close(self, state: StreamState, rows: np.ndarray, result: np.ndarray) -> None:
+        """Complete the current mean of the given rows: it enters the look back, the
+        distances of every lag are updated with the pair entering and the pair leaving the
+        stretch, and the nearest earlier stretch gives the novelty (see the docstring)."""
         counts = state["bucket_count"][rows]
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(counts > 0, state["bucket_sum"][rows] / counts, np.nan)
         state["bucket"][rows] = np.nan
         state["bucket_sum"][rows] = 0.0
         state["bucket_count"][rows] = 0.0
+        everything = rows.size == len(state["bucket"])
+        names = ("means", "distance", "gaps", "novelty")
+        arrays = ({name: state[name] for name in names} if everything
+                  else {name: state[name][rows] for name in names})
         width, lookback = self._width, self._lookback
-        means = np.concatenate([state["means"][rows, 1:], mean[:, None]], axis=1)
-        state["means"][rows] = means
-        # means[:, -1] is the newest (index t); means[:, -1 - k] is t - k
-        lags = np.arange(width, lookback + 1)
-        newest, leaving = means[:, -1], means[:, -1 - width]
-        entering_pair = means[:, -1 - lags]
-        leaving_pair = means[:, -1 - width - lags]
-        entering = newest[:, None] - entering_pair
-        left = leaving[:, None] - leaving_pair
-        entering_bad = ~np.isfinite(entering)
-        left_bad = ~np.isfinite(left)
-        distance = state["distance"][rows]
-        distance += np.where(entering_bad, 0.0, entering * entering)
-        distance -= np.where(left_bad, 0.0, left * left)
-        gaps = state["gaps"][rows] + entering_bad - left_bad
-        state["distance"][rows] = distance
-        state["gaps"][rows] = gaps
-        candidates = np.where(gaps == 0, np.maximum(distance, 0.0), np.inf)
-        nearest = np.sqrt(candidates.min(axis=1) / width)
-        nearest = np.where(np.isfinite(nearest) & np.isfinite(newest), nearest, np.nan)
-        recent = np.concatenate([state["novelty"][rows, 1:], nearest[:, None]], axis=1)
-        state["novelty"][rows] = recent
+        means = arrays["means"]  # column lookback + width is the newest mean, t; column k, t - k
+        means[:, :-1] = means[:, 1:]
+        means[:, -1] = mean
+        # lags width..lookback: the stretch ending at t against the one ending at t - lag gains
+        # the pair (t, t - lag) and loses the pair (t - width, t - width - lag)
+        entering = means[:, -1:] - means[:, width:lookback + 1][:, ::-1]
+        leaving = means[:, lookback:lookback + 1] - means[:, :lookback - width + 1][:, ::-1]
+        with np.errstate(invalid="ignore"):
+            entering *= entering
+            leaving *= leaving
+        entering_gap, leaving_gap = np.isnan(entering), np.isnan(leaving)
+        entering[entering_gap] = 0.0
+        leaving[leaving_gap] = 0.0
+        distance, gaps = arrays["distance"], arrays["gaps"]
+        distance += entering
+        distance -= leaving
+        gaps += entering_gap
+        gaps -= leaving_gap
+        nearest = np.where(gaps == 0, distance, np.inf).min(axis=1)
+        nearest = np.sqrt(np.maximum(nearest, 0.0) / width)
+        nearest = np.where(np.isfinite(nearest) & np.isfinite(mean), nearest, np.nan)
+        recent = arrays["novelty"]
+        recent[:, :-1] = recent[:, 1:]
+        recent[:, -1] = nearest
         finite = np.isfinite(recent)
         with np.errstate(invalid="ignore", divide="ignore"):
             smoothed = np.where(finite, recent, 0.0).sum(axis=1) / finite.sum(axis=1)
         result[rows] = np.where(np.isfinite(nearest), smoothed, np.nan)
+        if not everything:
+            for name in names:
+                state[name][rows] = arrays[name]
 
     def _shift(self, state: StreamState, current: np.ndarray, observed: np.ndarray,
                moment: float) -> np.ndarray:

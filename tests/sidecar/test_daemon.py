@@ -76,7 +76,7 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
     """One Prometheus for the module: scrapes the target, a CPU-like target and the sidecar
     ports the tests will use, every second."""
     workdir = tmp_path_factory.mktemp("daemon")
-    ports = {name: free_port() for name in ("spike", "minimal", "restart", "faults")}
+    ports = {name: free_port() for name in ("spike", "minimal", "restart", "resume", "faults")}
     with controllable_target() as target, \
             controllable_target("aiinfra_cpu_seconds_total") as cpu_target:
         cpu_target.set("cpu0", 123.0)
@@ -213,6 +213,50 @@ def test_restart_scores_at_once_without_refit(stack, tmp_path):
         assert time.monotonic() - serving <= 5
         assert total(second.metrics_url, "anomaly_sidecar_model_runs_total", stage="fit") == 0
         assert "restored" in second.log()
+
+
+RESUME_BODY = """\
+queries:
+  r:
+    expr: test_value{series="r"}
+    step: 1s
+models:
+  default:
+    type: composite
+    warm_up: 10s
+schedulers:
+  s:
+    fit_every: 1h
+    fit_window: 2m
+    infer_every: 1s
+"""
+
+
+def test_restart_resumes_from_saved_state_without_reading_history_again(stack, tmp_path):
+    """A stopped sidecar saves every series' state; the next process restores it and its first
+    inference reads only the points that arrived in between, not the history again (counted
+    by anomaly_sidecar_points_read_total), and it publishes scores at once."""
+    port = stack.sidecar_ports["resume"]
+    state_dir = tmp_path / "state"
+    config = write_config(tmp_path / "resume.yml", stack.prometheus.url, port, RESUME_BODY)
+    wait_for(lambda: promql_value(stack, 'count_over_time(test_value{series="r"}[2m]) >= 100'),
+             150, message="100 points of history")
+    with sidecar_process(config, port, state_dir) as first:
+        wait_for(lambda: samples(first.metrics_url, "anomaly_score", series="r"), 30,
+                 message="first process scoring")
+        first_read = total(first.metrics_url, "anomaly_sidecar_points_read_total")
+        assert first_read >= 90, "the first read covers the series' history"
+        first.process.send_signal(signal.SIGTERM)
+        first.process.wait(timeout=30)
+    stopped = time.monotonic()
+    with sidecar_process(config, port, state_dir) as second:
+        wait_for(lambda: total(second.metrics_url, "anomaly_sidecar_model_runs_total",
+                               stage="infer") >= 1, 10, interval_seconds=0.1,
+                 message="first inference after the restart")
+        points = total(second.metrics_url, "anomaly_sidecar_points_read_total")
+        assert points <= time.monotonic() - stopped + 3, "only the points since the stop"
+        assert samples(second.metrics_url, "anomaly_score", series="r"), "scored at once"
+        assert "restored s/default/r: 1 series" in second.log()
 
 
 FAULTS_BODY = """\

@@ -8,6 +8,7 @@ import math
 import time
 
 import numpy as np
+import pytest
 from prometheus_client import CollectorRegistry
 
 from anomaly_sidecar.config import parse_config
@@ -146,3 +147,46 @@ def test_after_a_gap_only_alarms_within_alarm_catch_up_are_published(tmp_path):
             published[alias] = published_scores(outputs)["detector"]
     assert published["default"] < 1
     assert published["long"] >= 1
+
+
+def published_series(outputs: OutputCollector) -> dict[str, float]:
+    return {sample.labels["series"]: sample.value for metric in outputs.collect()
+            if metric.name == "anomaly_score" for sample in metric.samples}
+
+
+@pytest.mark.parametrize("model", [{"type": "zscore", "window": "30m"}, {"type": "composite"}])
+def test_two_missing_points_do_not_unpublish_a_series(tmp_path, model):
+    """A series missing two samples in its last 15 minutes stays published through every
+    inference (and the other series is unaffected); the next samples are scored as usual.
+    VictoriaMetrics with its lookback fixed to the step, so a missing sample is a gap."""
+    step = 60.0
+    end = math.floor(time.time() / step) * step - step
+    stamps = end - step * np.arange(239, -1, -1)
+    rng = np.random.default_rng(4)
+    missing = {len(stamps) - 12, len(stamps) - 7}
+    series = {name: [(stamp, 50 + rng.normal()) for index, stamp in enumerate(stamps)
+                     if name == "steady" or index not in missing] for name in ("steady", "gappy")}
+    with victoria_metrics(tmp_path / "vm", ["-search.latencyOffset=0s",
+                                            "-search.setLookbackToStep"]) as service:
+        import_lines(service.url, series)
+        config = parse_config({
+            "reader": {"url": service.url},
+            "queries": {"q": {"expr": "imported", "step": "1m"}},
+            "models": {"m": model},
+            "schedulers": {"s": {"fit_every": "1h", "fit_window": "4h", "infer_every": "1m"}},
+        }, "inline")
+        now = [end - 15 * step + 1]
+        outputs = OutputCollector()
+        runner = SchedulerRunner(config.schedulers["s"], [], PromReader(config.reader), outputs,
+                                 SelfMetrics(CollectorRegistry()), clock=lambda: now[0])
+        wait_for(lambda: runner.reader.query_range("imported", end - 600, end, step).keys, 20)
+        batch = runner.reader.query_range("imported", end - 900, end, step)
+        gappy = batch.values[[key == (("series", "gappy"),) for key in batch.keys]][0]
+        assert np.isnan(gappy).sum() == 2, "the backend must show the two gaps"
+        job = Job(config.schedulers["s"], config.models["m"], "q", config.queries["q"], None)
+        for minute in range(16):
+            now[0] = end - (15 - minute) * step + 1
+            assert runner.infer(job)
+            published = published_series(outputs)
+            assert set(published) == {"steady", "gappy"}, (minute, published)
+            assert all(np.isfinite(value) for value in published.values())

@@ -3,7 +3,7 @@ benchmarks/e2e_latency.py.
 
 A controllable target serves `test_value{series="latency"}`, a slow sine around 10 (a normal,
 slightly moving metric); the real sidecar scores it with two robust rolling models (band
-scores) and the likelihood detector (point alarms); the real Prometheus evaluates test variants
+scores) and the composite detector (point alarms); the real Prometheus evaluates test variants
 of the shipped rules (generated, `for` shortened) and the real Alertmanager (shipped routing,
 seconds-long group timing) posts to a local Slack catcher.
 """
@@ -28,17 +28,17 @@ from tests.support.slack_catcher import SlackCatcher
 from tests.support.target import ControllableTarget, controllable_target
 
 QUERY_ALIAS = "latency"
-BAND_MODELS = {"mad_short": 30, "mad_long": 60}  # alias -> window (points); both must agree
-ALARM_MODEL = "likelihood"
-WARM_POINTS = 15  # points a model needs before it scores (keeps the warm-up to ~15 s)
-# The default detector with its spans cut to the seconds-long test and its alarm level at the
-# maximum, so that only a new extreme alarms: a late scrape on a loaded machine bends the sine
-# enough for a lower level to alarm, and each alarm holds AnomalyAlarm for 10m. The first sine
-# period sets new extremes too; a quiet period shorter than WARM_POINTS keeps those from
-# silencing the injected spike.
-LIKELIHOOD_PARAMS = {"history": 60, "min_history": 30, "novelty_widths": [7],
-                     "novelty_lookback": 42, "shift_recent": 0, "range_points": 120,
-                     "alarm_level": 1.0, "spatial_tolerance": 0.25, "quiet_points": 5}
+BAND_MODELS = {"mad_short": "30s", "mad_long": "60s"}  # alias -> window; both must agree
+ALARM_MODEL = "composite"
+WARM_UP = "30s"  # how long a model watches a series before it scores it
+# The rolling models use their raw bands: a seconds-long test has no error history to
+# calibrate on, and band semantics (no quiet period) for AnomalyScoreHigh's `for`.
+BAND_PARAMS = {"calibration": "raw", "quiet": "0", "rearm": "0", "warm_up": WARM_UP}
+# The default detector with its spans cut to the seconds-long test and its sensitivity so low
+# that only a new extreme alarms: a late scrape on a loaded machine bends the sine enough for
+# a calibrated score to alarm now and then, and each alarm holds AnomalyAlarm for 10m.
+ALARM_PARAMS = {"novelty_width": "0", "extreme_range": "2m", "extreme_tolerance": 0.25,
+                "false_alarms_per_day": 1e-6, "quiet": "5s", "rearm": "0", "warm_up": WARM_UP}
 
 
 @dataclass(frozen=True)
@@ -102,11 +102,9 @@ def sidecar_test_config(path: Path, timings: Timings) -> Path:
         "queries": {QUERY_ALIAS: {"expr": f'test_value{{series="{QUERY_ALIAS}"}}',
                                   "step": timings.infer_every}},
         "models": {
-            **{alias: {"type": "mad", "window": window, "min_window_points": WARM_POINTS,
-                       "min_samples": WARM_POINTS, "queries": [QUERY_ALIAS]}
+            **{alias: {"type": "mad", "window": window, "queries": [QUERY_ALIAS], **BAND_PARAMS}
                for alias, window in BAND_MODELS.items()},
-            ALARM_MODEL: {"type": "likelihood", "min_samples": WARM_POINTS,
-                          "queries": [QUERY_ALIAS], **LIKELIHOOD_PARAMS},
+            ALARM_MODEL: {"type": "composite", "queries": [QUERY_ALIAS], **ALARM_PARAMS},
         },
         "schedulers": {"main": {"fit_every": "1h", "fit_window": "10m",
                                 "infer_every": timings.infer_every,
