@@ -48,8 +48,9 @@ MIN_TAIL_ERRORS = 10.0
 many while a series is young."""
 REFRESH_SECONDS = 3600.0
 YOUNG_ERRORS = 200
-"""From its warm-up until it has this many errors a series' threshold is refreshed at every
-point: a young tail estimate moves fast."""
+YOUNG_REFRESHES = 12
+"""From its warm-up until it has YOUNG_ERRORS errors a series' threshold is refreshed
+YOUNG_REFRESHES times as often: a young tail estimate moves fast."""
 _MAX_LOG_WEIGHT = 50.0
 _MIN_SHAPE, _MAX_SHAPE = -0.5, 0.45
 STATE_FIELDS = ("weights", "reference_time", "observed", "first_time", "threshold",
@@ -103,17 +104,20 @@ def score(state: dict[str, np.ndarray], settings: CalibrationSettings, time: flo
     thresholds = np.full(errors.shape, np.nan)
     if rows.size == 0:
         return scores, thresholds
-    bucket = math.floor(time / refresh_seconds)
     observed = state["observed"][rows]
     young = ((observed < YOUNG_ERRORS) & (observed >= settings.min_errors)
              & (time - state["first_time"][rows] >= settings.warm_up_seconds))
-    stale = rows[(state["refreshed_bucket"][rows] < bucket) | young]
+    # young series refresh every twelfth of the interval (every 5 minutes for an hour)
+    bucket = np.where(young, math.floor(time * YOUNG_REFRESHES / refresh_seconds),
+                      math.floor(time / refresh_seconds) * YOUNG_REFRESHES)
+    due = np.flatnonzero(state["refreshed_bucket"][rows] < bucket)
+    stale = rows[due]
     if stale.size:
         weights = state["weights"][stale]
         counts = weights.sum(axis=1) * np.exp(-(time - state["reference_time"][stale])
                                               * _decay_rate(settings))
         state["threshold"][stale] = threshold(weights, np.nan_to_num(counts), settings.alpha)
-        state["refreshed_bucket"][stale] = bucket
+        state["refreshed_bucket"][stale] = bucket[due]
     row_errors = errors[rows]
     warm = ((state["observed"][rows] >= settings.min_errors)
             & (time - state["first_time"][rows] >= settings.warm_up_seconds)

@@ -142,6 +142,8 @@ class CompositeModel(Model):
                 "bucket": np.full(n_series, np.nan), "bucket_sum": np.zeros(n_series),
                 "bucket_count": np.zeros(n_series),
                 "means": np.full((n_series, self._lookback + self._width + 1), np.nan),
+                "means_missing": np.full(n_series, float(self._lookback + self._width + 1)),
+                "means_seen": np.zeros(n_series),
                 "distance": np.zeros((n_series, lags)),
                 "gaps": np.full((n_series, lags), float(self._width)),
                 "novelty": np.full((n_series, self._smoothing), np.nan)})
@@ -233,29 +235,45 @@ class CompositeModel(Model):
         state["bucket_sum"][rows] = 0.0
         state["bucket_count"][rows] = 0.0
         everything = rows.size == len(state["bucket"])
-        names = ("means", "distance", "gaps", "novelty")
+        names = ("means", "means_missing", "means_seen", "distance", "gaps", "novelty")
         arrays = ({name: state[name] for name in names} if everything
                   else {name: state[name][rows] for name in names})
         width, lookback = self._width, self._lookback
         means = arrays["means"]  # column lookback + width is the newest mean, t; column k, t - k
+        arrays["means_missing"] += np.isnan(mean).astype(float) - np.isnan(means[:, 0])
+        arrays["means_seen"] += 1
         means[:, :-1] = means[:, 1:]
         means[:, -1] = mean
         # lags width..lookback: the stretch ending at t against the one ending at t - lag gains
-        # the pair (t, t - lag) and loses the pair (t - width, t - width - lag)
-        entering = means[:, -1:] - means[:, width:lookback + 1][:, ::-1]
-        leaving = means[:, lookback:lookback + 1] - means[:, :lookback - width + 1][:, ::-1]
-        with np.errstate(invalid="ignore"):
+        # the pair (t, t - lag) and loses the pair (t - width, t - width - lag). A lag longer
+        # than every series' history only ever pairs means not seen yet (both pairs missing,
+        # nothing changes), so only the lags some series can already fill are computed.
+        active = int(min(lookback, arrays["means_seen"].max() - 1) - width + 1)
+        distance, gaps = arrays["distance"][:, :max(active, 0)], arrays["gaps"][:, :max(active, 0)]
+        if active > 0:
+            entering = means[:, -1:] - means[:, lookback - active + 1:lookback + 1][:, ::-1]
+            leaving = (means[:, lookback:lookback + 1]
+                       - means[:, lookback - width - active + 1:lookback - width + 1][:, ::-1])
             entering *= entering
             leaving *= leaving
-        entering_gap, leaving_gap = np.isnan(entering), np.isnan(leaving)
-        entering[entering_gap] = 0.0
-        leaving[leaving_gap] = 0.0
-        distance, gaps = arrays["distance"], arrays["gaps"]
-        distance += entering
-        distance -= leaving
-        gaps += entering_gap
-        gaps -= leaving_gap
-        nearest = np.where(gaps == 0, distance, np.inf).min(axis=1)
+        gappy = bool(arrays["means_missing"].any())
+        if gappy and active > 0:
+            # a pair with a missing mean adds nothing and marks the lag's stretches as gappy
+            # (with no mean missing anywhere in the look back no pair can be: the fast path)
+            entering_gap, leaving_gap = np.isnan(entering), np.isnan(leaving)
+            entering[entering_gap] = 0.0
+            leaving[leaving_gap] = 0.0
+            gaps += entering_gap
+            gaps -= leaving_gap
+        if active > 0:
+            distance += entering
+            distance -= leaving
+        if active <= 0:
+            nearest = np.full(len(rows), np.inf)
+        elif gappy:
+            nearest = np.where(gaps == 0, distance, np.inf).min(axis=1)
+        else:
+            nearest = distance.min(axis=1)
         nearest = np.sqrt(np.maximum(nearest, 0.0) / width)
         nearest = np.where(np.isfinite(nearest) & np.isfinite(mean), nearest, np.nan)
         recent = arrays["novelty"]
