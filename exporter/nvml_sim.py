@@ -54,10 +54,13 @@ class SimulatedNVML:
     """The subset of pynvml the collectors use, backed by N fake H100s."""
 
     def __init__(self, device_count: int, clock: Callable[[], float] | None = None,
-                 library_missing: bool = False) -> None:
+                 library_missing: bool = False, call_latency_seconds: float = 0.0) -> None:
         started = time.monotonic()
         self.clock = clock or (lambda: time.monotonic() - started)
         self.library_missing = library_missing
+        self.call_latency_seconds = call_latency_seconds
+        """Each device call sleeps this long (releasing the GIL, as pynvml's ctypes calls do):
+        an H100 takes 5-8 ms for the gpu collector's ~20 calls."""
         self.devices = [SimulatedDevice(index) for index in range(device_count)]
         self.release_hangs = threading.Event()
         self._events: deque[tuple[int, int]] = deque()
@@ -72,6 +75,8 @@ class SimulatedNVML:
 
     # -- fault plumbing ---------------------------------------------------------------------
     def _device(self, handle: _Handle, function: str) -> SimulatedDevice:
+        if self.call_latency_seconds:
+            time.sleep(self.call_latency_seconds)
         device = self.devices[handle.index]
         if device.fault == "lost":
             raise pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)

@@ -9,8 +9,15 @@ import time
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.exporter.support import REPO_ROOT, collector_success, exporter_process, run_cli
+from tests.exporter.support import (
+    REPO_ROOT,
+    by_label,
+    collector_success,
+    exporter_process,
+    run_cli,
+)
 
 
 @pytest.mark.parametrize(("flag", "expected"), [
@@ -144,14 +151,32 @@ def test_importing_and_running_the_exporter_never_loads_tensorflow() -> None:
     assert "HEAVY []" in result.stdout, result.stdout
 
 
-def test_hung_nvml_scrape_answers_within_the_flag_timeout(tmp_path) -> None:
+def test_a_hung_gpu_marks_only_itself_down(tmp_path) -> None:
+    """--gpu.simulate-faults=1:hang: GPU 0 keeps every series, the gpu and xid collectors keep
+    succeeding (the Xid thread watches GPU 0), and each scrape answers within the timeout."""
+    healthy = tmp_path / "healthy"
+    with exporter_process(healthy, "--gpu.simulate=2") as exporter:
+        reference = requests.get(exporter.url + "/metrics", timeout=10).text
     with exporter_process(tmp_path, "--gpu.simulate=2", "--gpu.simulate-faults=1:hang",
                           "--collector.gpu.timeout=300ms") as exporter:
         for _ in range(3):
             started = time.monotonic()
             text = requests.get(exporter.url + "/metrics", timeout=10).text
-            assert time.monotonic() - started < 2.0
+            assert time.monotonic() - started < 1.0
             success = collector_success(text)
-            assert success["gpu"] == 0.0 and success["cpu"] == 1.0
+            assert success["gpu"] == 1.0 and success["xid"] == 1.0 and success["cpu"] == 1.0
+            assert by_label(text, "aiinfra_gpu_up", "gpu") == {"0": 1.0, "1": 0.0}
+            gpu0_names = {name for name, gpu in series_of_gpus(text) if gpu == "0"}
+            assert gpu0_names == {name for name, gpu in series_of_gpus(reference) if gpu == "0"}
+            assert {gpu for _, gpu in series_of_gpus(text)
+                    if _ != "aiinfra_gpu_up"} == {"0"}
         log = exporter.log()
-    assert "did not answer within 0.3s" in log
+    assert "GPU 1 (uuid unknown) is down: NVML did not answer within 0.3s" in log
+    assert "GPU 1: Xid events not watched" in log
+
+
+def series_of_gpus(text: str) -> set[tuple[str, str]]:
+    """(metric name, gpu label) of every series that has a gpu label."""
+    return {(name, dict(labels)["gpu"]) for family in text_string_to_metric_families(text)
+            for name, labels in ((s.name, s.labels) for s in family.samples)
+            if "gpu" in labels}
