@@ -52,6 +52,14 @@ def test_bad_fault_spec_names_the_entry() -> None:
     ("tls_server_config: [1, 2]\n", "tls_server_config: expected a mapping"),
     ("tls_server_config:\n  cert_fil: a\n", "unknown key 'cert_fil'"),
     ("basic_auth_users: {a: b\n", "not valid YAML"),
+    ("http_server_config:\n  headers:\n    Set-Cookie: a=b\n",
+     "http_server_config.headers.Set-Cookie: this header cannot be configured"),
+    ("http_server_config:\n  headers:\n    Content-Security-Policy: \"a\\r\\nSet-Cookie: x=y\"\n",
+     "http_server_config.headers.Content-Security-Policy: the value contains a control"),
+    ("http_server_config:\n  headers:\n    X-Frame-Options: allow\n",
+     "X-Frame-Options: 'allow' is not one of deny, sameorigin"),
+    ("basic_auth_users:\n  prometheus: $2y$99$" + "a" * 53 + "\n",
+     "basic_auth_users.prometheus: not a bcrypt hash"),
 ])
 def test_bad_web_config_exits_2_naming_the_key(tmp_path, config: str, expected: str) -> None:
     path = tmp_path / "web.yml"
@@ -60,6 +68,33 @@ def test_bad_web_config_exits_2_naming_the_key(tmp_path, config: str, expected: 
     assert result.returncode == 2, result.stderr
     assert "--web.config.file" in result.stderr and str(path) in result.stderr
     assert expected in result.stderr
+
+
+def alias_bomb() -> str:
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    pytest.param("basic_auth_users:\n  prometheus: caf\u00e9\n".encode("latin-1"),
+                 "is not UTF-8 text (byte 0xe9", id="latin-1"),
+    pytest.param("basic_auth_users: {}\n".encode("utf-16"), "is UTF-16 text", id="utf-16"),
+    pytest.param(("a: " + "[" * 5000 + "]" * 5000 + "\n").encode(),
+                 "nested deeper than 64 levels", id="5000-deep"),
+    pytest.param(alias_bomb().encode(), "expand to more than 100,000 nodes", id="alias-bomb"),
+])
+def test_unreadable_web_config_exits_2_without_a_traceback(tmp_path, content: bytes,
+                                                           expected: str) -> None:
+    path = tmp_path / "web.yml"
+    path.write_bytes(content)
+    started = time.monotonic()
+    result = run_cli(f"--web.config.file={path}")
+    assert time.monotonic() - started < 20
+    assert result.returncode == 2, result.stderr
+    assert expected in result.stderr and str(path) in result.stderr
+    assert "Traceback" not in result.stderr and "lol" not in result.stderr
+    assert len(result.stderr) < 2000
 
 
 def test_web_config_client_auth_rules(tmp_path) -> None:
