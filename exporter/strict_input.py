@@ -70,8 +70,9 @@ def load_yaml(text: str, source: str) -> Any:
     <= MAX_NODES nodes; InputError otherwise (never the expanded value in the message)."""
     import yaml
 
-    loader = _loader_class()(text)
+    loader = None
     try:
+        loader = _loader_class()(text)  # rejects control characters already
         node = loader.get_single_node()
         if node is None:
             return None
@@ -84,7 +85,8 @@ def load_yaml(text: str, source: str) -> Any:
     except RecursionError:
         raise InputError(source, "(file)", f"nested deeper than {MAX_DEPTH} levels") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def load_yaml_file(path: str | Path, source: str | None = None) -> Any:
