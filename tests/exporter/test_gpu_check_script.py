@@ -34,6 +34,7 @@ def test_healthy_gpus_pass_and_every_series_is_printed(gpu_check, capsys) -> Non
     assert len([line for line in out.splitlines() if line.startswith("  GPU ")
                 and " series; " in line]) == 2  # one timing line per GPU
     assert "unsupported here: aiinfra_gpu_fan_speed_ratio" in out
+    assert "scrape-path time per GPU" in out and "target <= 1 ms" in out
     assert "OK: every collector succeeded" in out
 
 
