@@ -5,7 +5,9 @@ compatibility needs basic auth, and a TLS handshake must happen on the connectio
 slow client cannot stall the accept loop. Each open connection holds one thread, so at most
 `max_connections` are served at once: a connection beyond the cap waits (briefly, on the accept
 thread, and then in the kernel's listen backlog, without a thread of its own) for one to close,
-and is closed unanswered if none does within CONNECTION_QUEUE_SECONDS.
+and is closed unanswered if none does within CONNECTION_QUEUE_SECONDS. Requests for the metrics
+that arrive while a rendering is in flight share it (body and gzip), as the collectors share
+their collections: a hundred scrapers cost about one rendering each time, not a hundred.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from prometheus_client import CollectorRegistry
 from exporter import __version__
 from exporter.exposition import CONTENT_TYPE, render
 from exporter.webconfig import WebConfig
+from exporter.worker import SingleFlight
 
 LOG = logging.getLogger("exporter.http")
 CONNECTION_TIMEOUT_SECONDS = 30.0
@@ -34,6 +37,15 @@ CONNECTION_QUEUE_SECONDS = 0.5
 DEFAULT_MAX_CONNECTIONS = 100
 REFUSAL_LOG_INTERVAL_SECONDS = 60.0
 GZIP_MIN_BYTES = 1024
+RENDER_TIMEOUT_SECONDS = 60.0  # each collector has its own, shorter deadline inside
+
+
+class RenderedMetrics:
+    """One rendering of the registry, shared by the requests that waited for it."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.gzipped = gzip.compress(body, compresslevel=1) if len(body) >= GZIP_MIN_BYTES else None
 
 
 def parse_listen_address(address: str) -> tuple[str, int]:
@@ -62,6 +74,7 @@ class ExporterHTTPServer(ThreadingHTTPServer):
         self.refused_connections = 0
         self._slots = threading.BoundedSemaphore(max_connections)
         self._last_refusal_log = float("-inf")
+        self.rendering = SingleFlight("render", lambda: RenderedMetrics(render(registry)))
         super().__init__(address, ExporterRequestHandler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
@@ -168,18 +181,17 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
         return self.server.web_config.check_password(username, password)
 
     def _send_metrics(self) -> None:
-        try:
-            body = render(self.server.registry)  # text 0.0.4, which every Prometheus accepts
+        try:  # text 0.0.4, which every Prometheus accepts
+            rendered: RenderedMetrics = self.server.rendering.call(RENDER_TIMEOUT_SECONDS)
         except Exception:  # a broken exposition must still answer, with a reason
             LOG.exception("rendering metrics failed")
             self._send(500, b"error rendering metrics; see the exporter's log\n",
                        "text/plain; charset=utf-8")
             return
-        extra = {}
-        if len(body) >= GZIP_MIN_BYTES and "gzip" in self.headers.get("Accept-Encoding", ""):
-            body = gzip.compress(body, compresslevel=1)
-            extra["Content-Encoding"] = "gzip"
-        self._send(200, body, CONTENT_TYPE, extra)
+        if rendered.gzipped is not None and "gzip" in self.headers.get("Accept-Encoding", ""):
+            self._send(200, rendered.gzipped, CONTENT_TYPE, {"Content-Encoding": "gzip"})
+        else:
+            self._send(200, rendered.body, CONTENT_TYPE)
 
     def _landing_page(self) -> bytes:
         path = html.escape(self.server.telemetry_path)
