@@ -58,8 +58,7 @@ def test_concurrent_scrapes_all_get_every_collector(monkeypatch) -> None:
         return original(handle)
 
     monkeypatch.setattr(nvml, "nvmlDeviceGetUtilizationRates", slow_utilization)
-    scrape = build_scrape(["gpu", "filesystem", "loadavg"], nvml,
-                          gpu_sample_interval_seconds=0.05)
+    scrape = build_scrape(["gpu", "filesystem", "loadavg"], nvml)
     answers = scrape_concurrently(scrape, scrapers=8, rounds=5)
     assert len(answers) == 40
     for text in answers:
