@@ -37,13 +37,9 @@ import requests
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks.exporter_scrape import PROMETHEUS_HEADERS, percentile  # noqa: E402
 from tests.support.services import free_port, stop_process, wait_http_ok  # noqa: E402
 
-PROMETHEUS_HEADERS = {
-    "Accept": "application/openmetrics-text;version=1.0.0;q=0.75,"
-              "text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
-    "Accept-Encoding": "gzip",
-}
 SCENARIOS = {"healthy": "", "one hung GPU": "1:hang"}
 TARGET_MS_PER_GPU = 1.0
 
@@ -61,8 +57,7 @@ class LoadResult:
     example_problem: str = ""
 
     def percentile(self, fraction: float) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+        return percentile(self.latencies, fraction)
 
 
 def proc_status(pid: int, field_name: str) -> float:

@@ -7,11 +7,16 @@ example must finish within EXAMPLE_DEADLINE, and the example counts keep all fuz
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
+from typing import TypeVar
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
+T = TypeVar("T")
 EXAMPLE_DEADLINE = timedelta(seconds=2)
 
 FUZZ = settings(max_examples=2500, deadline=EXAMPLE_DEADLINE, derandomize=True, database=None,
@@ -34,3 +39,18 @@ json_values = st.recursive(
 raw_bytes = st.one_of(st.binary(max_size=400), st.text(max_size=400).map(str.encode),
                       st.text(max_size=200).map(lambda text: text.encode("utf-16")))
 """Bytes that are not what a parser expects: binary, arbitrary UTF-8, UTF-16."""
+
+
+def load_file(content: bytes, name: str, load: Callable[[Path], T],
+              error: type[Exception]) -> T | None:
+    """Write `content` to a fresh file called `name` and load it: the result, or None when the
+    loader raised `error` (any other exception fails the test) with a bounded message that
+    starts with the file's path."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / name
+        path.write_bytes(content)
+        try:
+            return load(path)
+        except error as raised:
+            assert str(raised).startswith(f"{path}: ") and len(str(raised)) < 2000, raised
+            return None
