@@ -30,6 +30,10 @@ from tests.exporter.support import (
     ("--collector.nvlink", "--collector.nvlink"),
     ("--gpu.simulate=-1", "--gpu.simulate"),
     ("--gpu.simulate-faults=0:lost", "--gpu.simulate-faults"),
+    ("--gpu.simulate-latency=1ms", "--gpu.simulate-latency"),
+    ("--web.max-connections=0", "--web.max-connections"),
+    ("--collector.gpu.sample-interval=0s", "--collector.gpu.sample-interval"),
+    ("--collector.timeout=2d", "--collector.timeout"),
 ])
 def test_bad_flags_exit_2_naming_the_flag(flag: str, expected: str) -> None:
     result = run_cli(flag)
