@@ -16,11 +16,14 @@ import click
 from prometheus_client import CollectorRegistry
 
 from exporter import __version__
+from exporter.collector_config import CollectorConfig, CollectorConfigError, load_collector_config
+from exporter.durations import parse_duration
 from exporter.nvml import NvmlSession
 from exporter.registry import (
     DEFAULT_DISK_DEVICE_EXCLUDE,
     DEFAULT_FS_TYPES_EXCLUDE,
     DEFAULT_MOUNT_POINTS_EXCLUDE,
+    Collector,
     ExporterOptions,
     ScrapeCollector,
     load_collectors,
@@ -30,16 +33,6 @@ from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 
 LOG = logging.getLogger("exporter")
 DEFAULT_PORT = 10100
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
-
-
-def parse_duration(text: str) -> float:
-    """'2s', '500ms', '1m' or plain seconds -> seconds (> 0)."""
-    match = _DURATION.match(text.strip())
-    if not match or float(match.group(1)) <= 0:
-        raise ValueError(f"{text!r} is not a positive duration like 2s, 500ms or 1m")
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
 
 
 class _Duration(click.ParamType):
@@ -76,6 +69,23 @@ def _collector_switches(command: Any) -> Any:
     return command
 
 
+def check_config_sections(collectors: dict[str, type[Collector]], enabled: set[str],
+                          config: CollectorConfig | None) -> None:
+    """An enabled collector without its --config.file section is a start-up error; a section
+    whose collector is off would silently do nothing, so it is logged."""
+    for name, cls in sorted(collectors.items()):
+        section = cls.config_section
+        if section is None:
+            continue
+        has_section = config is not None and config.has_section(section)
+        if name in enabled and not has_section:
+            raise click.BadParameter(f"needs --config.file with a {section!r} section",
+                                     param_hint=f"--collector.{name}")
+        if name not in enabled and has_section:
+            LOG.warning("%s: the %r section is ignored: --collector.%s is off", config.path,
+                        section, name)
+
+
 def build_nvml(simulate: int | None, faults: str) -> NvmlSession:
     """The real pynvml, or with --gpu.simulate the simulated devices (tests and demos only)."""
     if simulate is None:
@@ -100,6 +110,8 @@ def build_nvml(simulate: int | None, faults: str) -> NvmlSession:
               help="Path under which metrics are served.")
 @click.option("--web.config.file", "web_config_file", type=click.Path(dir_okay=False),
               default=None, help="exporter-toolkit web config (TLS, basic auth).")
+@click.option("--config.file", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="YAML file of probe targets and process groups (probe, process collectors).")
 @click.option("--collector.gpu.timeout", "gpu_timeout", type=_Duration(), default="2s",
               show_default=True, help="Longest a scrape waits for NVML.")
 @click.option("--collector.filesystem.fs-types-exclude", "fs_types_exclude", type=_Regex(),
@@ -120,7 +132,8 @@ def build_nvml(simulate: int | None, faults: str) -> NvmlSession:
 @_collector_switches
 @click.version_option(__version__, prog_name="aiinfra-exporter")
 def main(listen_address: str, telemetry_path: str, web_config_file: str | None,
-         gpu_timeout: float, fs_types_exclude: re.Pattern, mount_points_exclude: re.Pattern,
+         config_file: str | None, gpu_timeout: float, fs_types_exclude: re.Pattern,
+         mount_points_exclude: re.Pattern,
          disk_device_exclude: re.Pattern, simulate: int | None, simulate_faults: str,
          log_level: str, **switches: bool) -> None:
     """Prometheus exporter for host and NVIDIA GPU metrics, collected at scrape time."""
@@ -137,11 +150,18 @@ def main(listen_address: str, telemetry_path: str, web_config_file: str | None,
         web_config = load_web_config(web_config_file) if web_config_file else None
     except WebConfigError as error:
         raise click.BadParameter(str(error), param_hint="--web.config.file") from error
+    try:
+        collector_config = load_collector_config(config_file) if config_file else None
+    except CollectorConfigError as error:
+        raise click.BadParameter(str(error), param_hint="--config.file") from error
+    check_config_sections(load_collectors(), {name for name in load_collectors()
+                                              if switches[f"collector_{name}"]}, collector_config)
 
     options = ExporterOptions(nvml=build_nvml(simulate, simulate_faults),
                               gpu_timeout_seconds=gpu_timeout, fs_types_exclude=fs_types_exclude,
                               mount_points_exclude=mount_points_exclude,
-                              disk_device_exclude=disk_device_exclude)
+                              disk_device_exclude=disk_device_exclude,
+                              collector_config=collector_config)
     collectors = [cls(options) for name, cls in sorted(load_collectors().items())
                   if switches[f"collector_{name}"]]
     scrape = ScrapeCollector(collectors)
