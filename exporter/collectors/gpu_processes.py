@@ -8,7 +8,7 @@ import pynvml
 from prometheus_client.core import Metric
 
 from exporter.families import FamilyBook
-from exporter.nvml import read_field, text
+from exporter.nvml import gpu_memory_by_pid, read_field, text
 from exporter.nvml_collector import NvmlCollector
 from exporter.registry import register
 
@@ -28,18 +28,10 @@ class GpuProcessesCollector(NvmlCollector):
         for device in self.session.ensure_initialized():
             if device.handle is None:
                 continue
-            processes = []
             try:
-                for getter in ("nvmlDeviceGetComputeRunningProcesses",
-                               "nvmlDeviceGetGraphicsRunningProcesses"):
-                    processes += read_field(nvml, getter, device.handle) or []
+                used_by_pid = gpu_memory_by_pid(nvml, device.handle)
             except pynvml.NVMLError:
                 continue  # the gpu collector reports this GPU as down
-            used_by_pid: dict[int, int] = {}
-            for process in processes:
-                used = process.usedGpuMemory  # None: not visible (e.g. another container)
-                if used is not None:
-                    used_by_pid[process.pid] = used_by_pid.get(process.pid, 0) + used
             for pid, used in sorted(used_by_pid.items()):
                 if pid not in names:
                     names[pid] = text(read_field(nvml, "nvmlSystemGetProcessName", pid) or "")
