@@ -272,6 +272,11 @@ def _headers(reader: _Reader, where: str, value: Any) -> dict[str, str]:
     for header, text in headers.items():
         if not isinstance(text, str) or "\r" in text or "\n" in text:
             raise reader.fail(f"{where}.{header}", "expected a one-line string")
+        try:
+            text.encode("latin-1")
+        except UnicodeEncodeError as error:
+            raise reader.fail(f"{where}.{header}", "HTTP header values must be Latin-1 "
+                                                   "text") from error
     return dict(headers)
 
 

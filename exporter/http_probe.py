@@ -20,8 +20,10 @@ from exporter.collector_config import JsonFieldCheck, ProbeTarget
 
 READ_CHUNK_BYTES = 64 * 1024
 MAX_JSON_BYTES = 16 * 1024 * 1024
-# The values of aiinfra_probe_failures_total's `reason` label.
-FAILURE_REASONS = ("timeout", "connection", "tls", "http", "status", "json", "header_file")
+# The values of aiinfra_probe_failures_total's `reason` label ("error": an unexpected exception,
+# a bug; the log has its traceback).
+FAILURE_REASONS = ("timeout", "connection", "tls", "http", "status", "json", "header_file",
+                   "error")
 
 
 @dataclass(frozen=True)
@@ -66,9 +68,11 @@ def _exchange(target: ProbeTarget, deadline: float) -> tuple[int, bytes]:
                **target.headers}
     for header, path in target.header_files.items():
         try:
-            headers[header] = path.read_text().strip()
-        except (OSError, UnicodeDecodeError) as error:
+            headers[header] = path.read_text(encoding="latin-1").strip()
+        except OSError as error:
             raise _Failed("header_file", f"cannot read {header} from {path}: {error}") from error
+        if "\n" in headers[header] or "\r" in headers[header]:
+            raise _Failed("header_file", f"{path} holds more than one line for {header}")
     parts = urlsplit(target.url)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     if parts.scheme == "https":

@@ -96,7 +96,12 @@ class ProbeCollector(Collector):
         next_due = time.monotonic() + first_delay_seconds
         logged_failure: str | None = None
         while not self._stopping.wait(max(0.0, next_due - time.monotonic())):
-            result = probe(target)
+            try:
+                result = probe(target)
+            except Exception as error:  # a bug must not end this target's probes for good
+                LOG.exception("probe %s (%s) raised", target.name, target.url)
+                result = ProbeResult(False, 0.0, failure="error",
+                                     detail=f"{type(error).__name__}: {error}")
             state.record(result, time.time())
             if result.success and logged_failure is not None:
                 LOG.info("probe %s (%s) recovered", target.name, target.url)
@@ -121,7 +126,7 @@ class ProbeCollector(Collector):
                                  "Unix time the latest probe finished.", labels=labels)
         failures = CounterMetricFamily("aiinfra_probe_failures",
                                        "Failed probes by reason (timeout, connection, tls, http, "
-                                       "status, json, header_file).",
+                                       "status, json, header_file, error).",
                                        labels=["target", "reason"])
         threshold = GaugeMetricFamily(
             "aiinfra_probe_latency_threshold_seconds",

@@ -47,6 +47,8 @@ GOOD_TARGET = "    - {name: model, url: 'http://127.0.0.1:10103/v1/predict'}\n"
      "probe.targets[0].header_files.Authorization: /nonexistent/token does not exist"),
     ("probe:\n  targets:\n    - {name: a, url: 'http://x/', headers: {'Bad Name': v}}\n",
      "probe.targets[0].headers: 'Bad Name' is not a valid HTTP header name"),
+    ("probe:\n  targets:\n    - {name: a, url: 'http://x/', headers: {X-Unit: '€'}}\n",
+     "probe.targets[0].headers.X-Unit: HTTP header values must be Latin-1 text"),
     ("probe:\n  targets:\n    - {name: a, url: 'http://x/', json_field: {path: 'a..b'}}\n",
      "probe.targets[0].json_field.path: 'a..b' has an empty component"),
     ("probe:\n  targets:\n    - {name: a, url: 'http://x/', tls_insecure_skip_verify: true}\n",

@@ -45,8 +45,8 @@ def probe_scrapes(tmp_path: Path):
 
 def predict_target(url: str, name: str = "model", **overrides) -> dict:
     return {"name": name, "url": f"{url}/v1/predict", "method": "POST", "body": PREDICT_BODY,
-            "headers": {"Content-Type": "application/json"}, "interval": "100ms",
-            "timeout": "100ms", **overrides}
+            "headers": {"Content-Type": "application/json"}, "interval": "300ms",
+            "timeout": "300ms", **overrides}
 
 
 def buckets(text: str, target: str = "model") -> dict[str, float]:
@@ -68,29 +68,30 @@ def wait_for_served(model: DemoModel, at_least: int) -> None:
 
 
 def test_histogram_counts_each_latency_in_its_bucket_and_failures_by_reason(probe_scrapes) -> None:
-    model = DemoModel(latency_seconds=0.03)
+    """Instant answers, then 0.6 s ones: each lands in its bucket. The buckets around them leave
+    a quarter of a second or more for a loaded machine's scheduling delays."""
+    model = DemoModel(latency_seconds=0.0)
     with serving(model) as url:
-        scrape = probe_scrapes(predict_target(url, timeout="400ms", interval="400ms"))
-        wait_for_served(model, 5)
-        model.latency_seconds = 0.15  # from the 25-50 ms bucket to the 100-250 ms one
-        wait_for_served(model, model.requests_served + 3)
+        scrape = probe_scrapes(predict_target(url, timeout="1500ms", interval="1500ms"))
+        wait_for_served(model, 3)
+        model.latency_seconds = 0.6  # from the first buckets to the 0.5-1 s one
+        wait_for_served(model, model.requests_served + 2)
         model.error_ratio = 1.0
         wait_for(lambda: value(exposition(scrape), "aiinfra_probe_success") == 0.0, 20, 0.05,
                  message="a failed probe recorded")
         scrape.stop()
-        time.sleep(0.6)  # the probe in flight, if any, records its answer
+        time.sleep(1.5)  # the probe in flight, if any, records its answer
         text = exposition(scrape)
     fast = sum(1 for latency, status in model.answers if status == 200 and latency < 0.1)
     slow = sum(1 for latency, status in model.answers if status == 200 and latency >= 0.1)
-    assert fast >= 5 and slow >= 2
+    assert fast >= 3 and slow >= 1
     counts = buckets(text)
-    assert counts["0.025"] == 0
-    assert counts["0.05"] == fast  # every fast answer, nothing else
-    assert counts["0.1"] == fast
-    assert counts["0.25"] - counts["0.1"] == slow
+    assert counts["0.25"] == fast  # every fast answer, nothing else
+    assert counts["0.5"] == fast
+    assert counts["1.0"] - counts["0.5"] == slow
     assert counts["+Inf"] == fast + slow == value(text, "aiinfra_probe_duration_seconds_count")
     total = value(text, "aiinfra_probe_duration_seconds_sum")
-    assert 0.03 * fast + 0.15 * slow <= total <= 0.05 * fast + 0.25 * slow
+    assert 0.6 * slow <= total <= 0.25 * fast + 1.0 * slow
     assert value(text, "aiinfra_probe_status_code") == 503
     failed = sum(1 for _latency, status in model.answers if status == 503)
     assert value(text, "aiinfra_probe_failures_total", reason="status") == failed >= 1
@@ -161,6 +162,23 @@ def test_refused_connection_and_header_files(tmp_path, probe_scrapes) -> None:
     assert model.last_headers["User-Agent"].startswith("aiinfra-exporter/")
 
 
+def test_a_header_file_that_goes_missing_or_bad_fails_the_probe(tmp_path, probe_scrapes) -> None:
+    token = tmp_path / "token"
+    token.write_text("Bearer s3cret\n")
+    with serving(DemoModel()) as url:
+        scrape = probe_scrapes(predict_target(url, header_files={"Authorization": str(token)}))
+        failures = lambda: value(exposition(scrape), "aiinfra_probe_failures_total",  # noqa: E731
+                                 reason="header_file") or 0
+        wait_for(lambda: value(exposition(scrape), "aiinfra_probe_success") == 1.0, 20, 0.05,
+                 message="a first success")
+        token.write_text("Bearer one\nX-Injected: two\n")
+        wait_for(lambda: failures() >= 1, 20, 0.05, message="two lines refused")
+        token.unlink()
+        seen = failures()
+        wait_for(lambda: failures() > seen, 20, 0.05, message="a missing file refused")
+        assert value(exposition(scrape), "aiinfra_probe_success") == 0.0
+
+
 def test_https_target_verified_with_its_ca_file(tmp_path, probe_scrapes) -> None:
     from tests.exporter.tls import make_certificates
 
@@ -218,4 +236,4 @@ def test_a_hung_endpoint_never_delays_a_scrape(tmp_path) -> None:
     assert max(timings[probing.url]) < 1.0
     plain_p50 = statistics.median(timings[plain.url])
     probing_p50 = statistics.median(timings[probing.url])
-    assert probing_p50 <= 1.5 * plain_p50 + 0.005, (probing_p50, plain_p50)
+    assert probing_p50 <= 2 * plain_p50 + 0.01, (probing_p50, plain_p50)
