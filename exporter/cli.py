@@ -16,11 +16,14 @@ import click
 from prometheus_client import CollectorRegistry
 
 from exporter import __version__
+from exporter.collector_config import CollectorConfig, CollectorConfigError, load_collector_config
+from exporter.durations import parse_duration
 from exporter.nvml import NvmlSession
 from exporter.registry import (
     DEFAULT_DISK_DEVICE_EXCLUDE,
     DEFAULT_FS_TYPES_EXCLUDE,
     DEFAULT_MOUNT_POINTS_EXCLUDE,
+    Collector,
     ExporterOptions,
     ScrapeCollector,
     load_collectors,
@@ -30,20 +33,6 @@ from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 
 LOG = logging.getLogger("exporter")
 DEFAULT_PORT = 10100
-_DURATION = re.compile(r"^(\d{1,9}(?:\.\d{1,9})?)(ms|s|m)?$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
-MAX_DURATION_SECONDS = 86400.0
-
-
-def parse_duration(text: str) -> float:
-    """'2s', '500ms', '1m' or plain seconds -> seconds (> 0, at most a day)."""
-    match = _DURATION.match(text.strip())
-    if not match or float(match.group(1)) <= 0:
-        raise ValueError(f"{text!r} is not a positive duration like 2s, 500ms or 1m")
-    seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    if seconds > MAX_DURATION_SECONDS:
-        raise ValueError(f"{text!r} is longer than a day")
-    return seconds
 
 
 class _Duration(click.ParamType):
@@ -80,6 +69,23 @@ def _collector_switches(command: Any) -> Any:
     return command
 
 
+def check_config_sections(collectors: dict[str, type[Collector]], enabled: set[str],
+                          config: CollectorConfig | None) -> None:
+    """An enabled collector without its --config.file section is a start-up error; a section
+    whose collector is off would silently do nothing, so it is logged."""
+    for name, cls in sorted(collectors.items()):
+        section = cls.config_section
+        if section is None:
+            continue
+        has_section = config is not None and config.has_section(section)
+        if name in enabled and not has_section:
+            raise click.BadParameter(f"needs --config.file with a {section!r} section",
+                                     param_hint=f"--collector.{name}")
+        if name not in enabled and has_section:
+            LOG.warning("%s: the %r section is ignored: --collector.%s is off", config.path,
+                        section, name)
+
+
 def build_nvml(simulate: int | None, faults: str, call_latency: float = 0.0) -> NvmlSession:
     """The real pynvml, or with --gpu.simulate the simulated devices (tests and demos only)."""
     if simulate is None:
@@ -111,6 +117,8 @@ def build_nvml(simulate: int | None, faults: str, call_latency: float = 0.0) -> 
                    "closed.")
 @click.option("--collector.timeout", "collector_timeout", type=_Duration(), default="2s",
               show_default=True, help="Longest a scrape waits for a host collector.")
+@click.option("--config.file", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="YAML file of probe targets and process groups (probe, process collectors).")
 @click.option("--collector.gpu.timeout", "gpu_timeout", type=_Duration(), default="2s",
               show_default=True,
               help="Longest NVML may take: past it a GPU is reported down, or NVML unavailable.")
@@ -129,8 +137,8 @@ def build_nvml(simulate: int | None, faults: str, call_latency: float = 0.0) -> 
               help="FOR TESTS AND DEMOS ONLY: serve N simulated GPUs instead of calling NVML.")
 @click.option("--gpu.simulate-faults", "simulate_faults", default="",
               help="FOR TESTS: e.g. '1:lost,2:unknown,3:hang,0:unsupported=nvmlDeviceGetFanSpeed,"
-                   "0:unsupported=NVML_FI_DEV_MEMORY_TEMP,0:mig=2,0:processes=2,0:xid=79' or "
-                   "'driver:missing'.")
+                   "0:unsupported=NVML_FI_DEV_MEMORY_TEMP,0:mig=2,0:processes=2,0:pid=1234,"
+                   "0:xid=79' or 'driver:missing'.")
 @click.option("--gpu.simulate-latency", "simulate_latency", type=_Duration(), default=None,
               help="FOR TESTS AND BENCHMARKS: each simulated NVML device call takes this long.")
 @click.option("--log.level", "log_level", default="info", show_default=True,
@@ -138,8 +146,9 @@ def build_nvml(simulate: int | None, faults: str, call_latency: float = 0.0) -> 
 @_collector_switches
 @click.version_option(__version__, prog_name="aiinfra-exporter")
 def main(listen_address: str, telemetry_path: str, web_config_file: str | None,
-         max_connections: int, collector_timeout: float, gpu_timeout: float,
-         gpu_sample_interval: float, fs_types_exclude: re.Pattern, mount_points_exclude: re.Pattern,
+         max_connections: int, config_file: str | None, collector_timeout: float,
+         gpu_timeout: float, gpu_sample_interval: float, fs_types_exclude: re.Pattern,
+         mount_points_exclude: re.Pattern,
          disk_device_exclude: re.Pattern, simulate: int | None, simulate_faults: str,
          simulate_latency: float | None, log_level: str, **switches: bool) -> None:
     """Prometheus exporter for host and NVIDIA GPU metrics, collected at scrape time."""
@@ -156,6 +165,12 @@ def main(listen_address: str, telemetry_path: str, web_config_file: str | None,
         web_config = load_web_config(web_config_file) if web_config_file else None
     except WebConfigError as error:
         raise click.BadParameter(str(error), param_hint="--web.config.file") from error
+    try:
+        collector_config = load_collector_config(config_file) if config_file else None
+    except CollectorConfigError as error:
+        raise click.BadParameter(str(error), param_hint="--config.file") from error
+    check_config_sections(load_collectors(), {name for name in load_collectors()
+                                              if switches[f"collector_{name}"]}, collector_config)
 
     options = ExporterOptions(nvml=build_nvml(simulate, simulate_faults, simulate_latency or 0.0),
                               gpu_timeout_seconds=gpu_timeout,
@@ -163,7 +178,8 @@ def main(listen_address: str, telemetry_path: str, web_config_file: str | None,
                               collector_timeout_seconds=collector_timeout,
                               fs_types_exclude=fs_types_exclude,
                               mount_points_exclude=mount_points_exclude,
-                              disk_device_exclude=disk_device_exclude)
+                              disk_device_exclude=disk_device_exclude,
+                              collector_config=collector_config)
     collectors = [cls(options) for name, cls in sorted(load_collectors().items())
                   if switches[f"collector_{name}"]]
     scrape = ScrapeCollector(collectors)

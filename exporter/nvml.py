@@ -252,3 +252,52 @@ class NvmlSession:
             except pynvml.NVMLError as error:
                 LOG.debug("nvmlShutdown: %s", describe_error(error))
             self._initialized = False
+
+
+def gpu_memory_by_pid(nvml: Any, handle: Any) -> dict[int, int]:
+    """GPU memory per process on one device, compute and graphics contexts summed.
+
+    A process whose usage NVML hides (usedGpuMemory None, e.g. from inside another container) is
+    left out rather than counted as 0. Raises NVMLError when the GPU itself fails. Call it on
+    the device's sampler thread, as every NVML call about one GPU.
+    """
+    processes = []
+    for getter in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
+        processes += read_field(nvml, getter, handle) or []
+    used_by_pid: dict[int, int] = {}
+    for process in processes:
+        if process.usedGpuMemory is not None:
+            used_by_pid[process.pid] = used_by_pid.get(process.pid, 0) + process.usedGpuMemory
+    return used_by_pid
+
+
+def gpu_utilization_by_pid(nvml: Any, handle: Any,
+                           since_microseconds: int) -> tuple[dict[int, float] | None, int]:
+    """Mean SM utilisation (0-1) per process over NVML's samples newer than `since`, and the
+    newest sample's time (pass it back next time).
+
+    `{}` means no process ran a kernel since then; None means this GPU cannot say (an older GPU
+    or driver), which must not be shown as idle. Call it on the device's sampler thread.
+    """
+    function = nvml_function(nvml, "nvmlDeviceGetProcessUtilization")
+    if function is None:
+        return None, since_microseconds
+    try:
+        samples = function(handle, since_microseconds)
+    except pynvml.NVMLError as error:
+        # NOT_FOUND: no samples since then; pynvml raises SUCCESS when the count was zero.
+        if error.value in (pynvml.NVML_ERROR_NOT_FOUND, pynvml.NVML_SUCCESS):
+            return {}, since_microseconds
+        if is_field_unavailable(error):
+            return None, since_microseconds
+        raise
+    totals: dict[int, list[float]] = {}
+    newest = since_microseconds
+    for sample in samples:
+        if sample.timeStamp <= since_microseconds:
+            continue
+        total = totals.setdefault(sample.pid, [0.0, 0.0])
+        total[0] += sample.smUtil
+        total[1] += 1
+        newest = max(newest, sample.timeStamp)
+    return {pid: percent / count / 100 for pid, (percent, count) in totals.items()}, newest

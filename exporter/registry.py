@@ -28,6 +28,7 @@ from exporter import __version__
 from exporter.worker import CallTimeout, SingleFlight
 
 if TYPE_CHECKING:
+    from exporter.collector_config import CollectorConfig
     from exporter.nvml import NvmlSession
 
 LOG = logging.getLogger("exporter")
@@ -65,6 +66,7 @@ class ExporterOptions:
         default_factory=lambda: re.compile(DEFAULT_DISK_DEVICE_EXCLUDE))
     filesystem_timeout_seconds: float = 2.0
     proc_path: str = "/proc"
+    collector_config: CollectorConfig | None = None  # --config.file (probe, process)
 
 
 class Collector(ABC):
@@ -73,6 +75,7 @@ class Collector(ABC):
     name: ClassVar[str]
     default_enabled: ClassVar[bool] = True
     help_text: ClassVar[str] = ""
+    config_section: ClassVar[str | None] = None  # the --config.file section it needs, if any
 
     def __init__(self, options: ExporterOptions) -> None:
         self.options = options

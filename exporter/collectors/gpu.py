@@ -13,6 +13,7 @@ from typing import Any
 import pynvml
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from exporter.device_watch import DeviceState
 from exporter.families import FamilyBook
 from exporter.nvml import (
     GpuDevice,
@@ -23,7 +24,7 @@ from exporter.nvml import (
     nvml_function,
     read_field,
 )
-from exporter.nvml_collector import DeviceState, NvmlCollector
+from exporter.nvml_collector import NvmlCollector
 from exporter.registry import ExporterOptions, register
 
 Rows = list[tuple[str, list[str], float]]

@@ -7,9 +7,10 @@ from typing import Any
 import pynvml
 from prometheus_client.core import Metric
 
+from exporter.device_watch import DeviceState
 from exporter.families import FamilyBook
-from exporter.nvml import GpuDevice, read_field, text
-from exporter.nvml_collector import DeviceState, NvmlCollector
+from exporter.nvml import GpuDevice, gpu_memory_by_pid, read_field, text
+from exporter.nvml_collector import NvmlCollector
 from exporter.registry import register
 
 ProcessRows = list[tuple[int, str, float]]  # pid, process name, bytes used
@@ -28,20 +29,12 @@ class GpuProcessesCollector(NvmlCollector):
         nvml: Any = self.session.nvml
         if not self.session.refresh_identity(device):
             return None
-        processes = []
         try:
-            for getter in ("nvmlDeviceGetComputeRunningProcesses",
-                           "nvmlDeviceGetGraphicsRunningProcesses"):
-                processes += read_field(nvml, getter, device.handle) or []
+            return [(pid, text(read_field(nvml, "nvmlSystemGetProcessName", pid) or ""),
+                     float(used))
+                    for pid, used in sorted(gpu_memory_by_pid(nvml, device.handle).items())]
         except pynvml.NVMLError:
             return None
-        used_by_pid: dict[int, int] = {}
-        for process in processes:
-            used = process.usedGpuMemory  # None: not visible (e.g. another container)
-            if used is not None:
-                used_by_pid[process.pid] = used_by_pid.get(process.pid, 0) + used
-        return [(pid, text(read_field(nvml, "nvmlSystemGetProcessName", pid) or ""), float(used))
-                for pid, used in sorted(used_by_pid.items())]
 
     def families(self, states: list[DeviceState]) -> list[Metric]:
         book = FamilyBook()

@@ -88,14 +88,17 @@ def alias_bomb() -> str:
                  "nested deeper than 64 levels", id="5000-deep"),
     pytest.param(alias_bomb().encode(), "expand to more than 100,000 nodes", id="alias-bomb"),
 ])
-def test_unreadable_web_config_exits_2_without_a_traceback(tmp_path, content: bytes,
-                                                           expected: str) -> None:
-    path = tmp_path / "web.yml"
+@pytest.mark.parametrize("flag", ["--web.config.file", "--config.file"])
+def test_unreadable_yaml_file_exits_2_without_a_traceback(tmp_path, content: bytes,
+                                                          expected: str, flag: str) -> None:
+    """Both YAML files the exporter reads go through strict_input."""
+    path = tmp_path / "exporter.yml"
     path.write_bytes(content)
     started = time.monotonic()
-    result = run_cli(f"--web.config.file={path}")
+    result = run_cli(f"{flag}={path}")
     assert time.monotonic() - started < 20
     assert result.returncode == 2, result.stderr
+    assert flag in result.stderr
     assert expected in result.stderr and str(path) in result.stderr
     assert "Traceback" not in result.stderr and "lol" not in result.stderr
     assert len(result.stderr) < 2000

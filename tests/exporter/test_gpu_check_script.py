@@ -47,3 +47,15 @@ def test_a_down_gpu_fails_the_check(gpu_check, capsys) -> None:
 def test_missing_nvml_fails_with_a_clear_message(gpu_check, capsys) -> None:
     assert gpu_check.check(session(0, "driver:missing"), 1, True) == 2
     assert "NVML unavailable" in capsys.readouterr().err
+
+
+def test_per_group_gpu_usage_matches_nvml_per_process(gpu_check, capsys) -> None:
+    import os
+
+    nvml = SimulatedNVML(1)
+    nvml.attach_process(0, os.getpid(), 3 * 1024**3, sm_percent=25)
+    assert gpu_check.check(NvmlSession(nvml), 1, True) == 0
+    out = capsys.readouterr().out
+    assert "aiinfra_process_group_gpu_memory_bytes{gpu='0'} 3221225472" in out
+    assert "aiinfra_process_group_gpu_utilization_ratio{gpu='0'} 0.25" in out
+    assert "NVML per-process memory on GPU 0, summed: 3221225472" in out
