@@ -12,7 +12,9 @@ to input rows (no resampling), which is what position-matched benchmarks like NA
 from __future__ import annotations
 
 import csv
+import io
 import itertools
+import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -25,6 +27,9 @@ from anomaly_sidecar.config import ModelConfig
 from anomaly_sidecar.detector import build_detector
 from anomaly_sidecar.durations import span_points
 from anomaly_sidecar.models.base import SeriesBatch, model_class
+from exporter.strict_input import InputError, read_text, shorten
+
+log = logging.getLogger(__name__)
 
 OUTPUT_COLUMNS = ("timestamp", "y", "yhat", "yhat_lower", "yhat_upper", "anomaly_score")
 SERIES_KEY = (("series", "backtest"),)
@@ -32,6 +37,11 @@ MIN_FIRST_FIT_POINTS = 50
 """A learning model is first fitted after its warm-up, but never on fewer points than this."""
 CHUNK_POINTS = 2000
 """Points per update when nothing is refitted in between (only progress reports see it)."""
+MIN_STEP_SECONDS = 0.001
+"""Prometheus' timestamp resolution: closer rows are a unit mistake (ns or us as seconds)."""
+EARLIEST_SECONDS = datetime(1, 1, 1, tzinfo=UTC).timestamp()
+LATEST_SECONDS = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
+TIME_COLUMN_NAMES = {"timestamp", "time", "date", "datetime", "ds", "ts"}
 
 
 class BacktestInputError(ValueError):
@@ -94,40 +104,126 @@ def parse_timestamp(text: str) -> float:
 
 
 def _parse_value(text: str) -> float:
-    """A sample value; blank or non-numeric cells are gaps (NaN), as Prometheus would have."""
+    """A sample value; blank, non-numeric or non-finite cells are gaps (NaN), as the reader
+    makes Prometheus' "NaN" and "+Inf"."""
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         return math.nan
+    return value if math.isfinite(value) else math.nan
+
+
+def _csv_timestamp(text: str) -> float:
+    """parse_timestamp, held to finite times from year 1 to 9999 (what datetime can show)."""
+    moment = parse_timestamp(text)
+    if not EARLIEST_SECONDS <= moment <= LATEST_SECONDS:  # also False for NaN
+        raise ValueError(f"{moment!r} is not a time between the years 1 and 9999")
+    return moment
 
 
 def read_csv(path: Path) -> Series:
-    """Read timestamp,value rows (a header row is optional)."""
-    labels, seconds, values = [], [], []
+    """Read timestamp,value rows (a header row is optional) from a UTF-8 file.
+
+    Rules, each broken one a BacktestInputError naming the file, row and reason: timestamps are
+    epoch seconds or ISO 8601, finite, in time order and at least MIN_STEP_SECONDS apart, with
+    two exceptions NAB's files need, each kept as rows and counted in a warning: a row may
+    repeat the timestamp of the row before, and the clock may step back once a day by at most
+    an hour (a daylight-saving change, as in NAB's machine_temperature_system_failure.csv).
+    So an unsorted or reversed file is an error. A header naming the time column second
+    (value,timestamp) is an error, and at least one value must be a number.
+    """
     try:
-        with open(path, newline="") as handle:
-            for line_number, row in enumerate(csv.reader(handle), start=1):
-                if not row or not "".join(row).strip():
-                    continue
-                if len(row) < 2:
-                    raise BacktestInputError(
-                        f"{path}: row {line_number}: expected timestamp,value, got {row!r}")
-                try:
-                    moment = parse_timestamp(row[0])
-                except ValueError:
-                    if line_number == 1:
-                        continue  # the header
-                    raise BacktestInputError(
-                        f"{path}: row {line_number}: timestamp {row[0]!r} is neither epoch "
-                        "seconds nor ISO 8601") from None
-                labels.append(row[0])
-                seconds.append(moment)
-                values.append(_parse_value(row[1]))
-    except OSError as error:
-        raise BacktestInputError(f"{path}: cannot read: {error.strerror or error}") from None
-    if not values:
-        raise BacktestInputError(f"{path}: no data rows")
-    return Series(labels, np.asarray(seconds), np.asarray(values, dtype=float))
+        text = read_text(path)
+    except InputError as error:
+        raise BacktestInputError(str(error)) from None
+    series = _CsvSeries(path)
+    rows = csv.reader(io.StringIO(text, newline=""))
+    try:
+        for row in rows:
+            series.take(rows.line_num, row)
+    except csv.Error as error:
+        raise BacktestInputError(f"{path}: row {rows.line_num}: {error}") from None
+    return series.finish()
+
+
+class _CsvSeries:
+    """The rows read so far and the order rules of read_csv."""
+
+    CLOCK_CHANGE_SECONDS = 3600.0
+    CLOCK_CHANGES_APART_SECONDS = 86400.0
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.labels: list[str] = []
+        self.seconds: list[float] = []
+        self.values: list[float] = []
+        self.repeated: list[int] = []
+        self.clock_changes: list[int] = []
+        self.latest = -math.inf
+        self.last_clock_change = -math.inf  # self.latest when the clock last stepped back
+
+    def fail(self, line_number: int, reason: str) -> BacktestInputError:
+        return BacktestInputError(f"{self.path}: row {line_number}: {reason}")
+
+    def take(self, line_number: int, row: list[str]) -> None:
+        """Check one CSV row and keep it (a header row is checked and skipped)."""
+        if not row or not "".join(row).strip():
+            return
+        if len(row) < 2:
+            raise self.fail(line_number, f"expected timestamp,value, got {shorten(repr(row), 80)}")
+        try:
+            moment = _csv_timestamp(row[0])
+        except (ValueError, OverflowError) as error:
+            if not self.seconds and line_number == 1:
+                if row[1].strip().lower() in TIME_COLUMN_NAMES:
+                    raise self.fail(1, f"the header names the time column second "
+                                       f"({shorten(','.join(row), 80)}); the columns must be "
+                                       f"timestamp,value") from None
+                return  # the header
+            raise self.fail(line_number, f"timestamp {shorten(repr(row[0]), 60)} is not epoch "
+                                         f"seconds or ISO 8601 ({shorten(str(error), 80)})"
+                            ) from None
+        if self.seconds:
+            self._check_order(line_number, row[0], moment)
+        self.latest = max(self.latest, moment)
+        self.labels.append(row[0])
+        self.seconds.append(moment)
+        self.values.append(_parse_value(row[1]))
+
+    def _check_order(self, line_number: int, label: str, moment: float) -> None:
+        step = moment - self.seconds[-1]
+        if step == 0:
+            self.repeated.append(line_number)
+        elif step < 0:
+            if (moment < self.latest - self.CLOCK_CHANGE_SECONDS
+                    or self.latest - self.last_clock_change < self.CLOCK_CHANGES_APART_SECONDS):
+                raise self.fail(line_number, f"timestamp {shorten(label, 40)} is earlier than "
+                                             f"the row before ({self.labels[-1]}): rows must be "
+                                             f"in time order (a daylight-saving step back of up "
+                                             f"to 1h, once a day at most, is the one exception)")
+            self.clock_changes.append(line_number)
+            self.last_clock_change = self.latest
+        elif step < MIN_STEP_SECONDS:
+            raise self.fail(line_number, f"{step:g}s after the row before; steps under "
+                                         f"{MIN_STEP_SECONDS:g}s (Prometheus' resolution) are "
+                                         f"not supported: nanoseconds or microseconds written "
+                                         f"as seconds?")
+
+    def finish(self) -> Series:
+        if not self.values:
+            raise BacktestInputError(f"{self.path}: no data rows")
+        if not any(math.isfinite(value) for value in self.values):
+            raise BacktestInputError(f"{self.path}: no value in the second column is a number")
+        if self.repeated:
+            log.warning("%s: %d row(s) repeat the timestamp of the row before (first: row %d); "
+                        "each is kept as its own point", self.path, len(self.repeated),
+                        self.repeated[0])
+        if self.clock_changes:
+            log.warning("%s: the clock steps back (a daylight-saving change) at row(s) %s; the "
+                        "rows are kept in file order", self.path,
+                        ", ".join(map(str, self.clock_changes)))
+        return Series(self.labels, np.asarray(self.seconds),
+                      np.asarray(self.values, dtype=float))
 
 
 def series_from_range(batch: SeriesBatch, source: str) -> Series:
@@ -185,7 +281,9 @@ def run_backtest(model_config: ModelConfig, series: Series, cadence: Cadence,
 
 def strictly_increasing(seconds: np.ndarray) -> np.ndarray:
     """Timestamps with each repeated one moved 1 ms after its predecessor, so a file with a
-    duplicated timestamp (a daylight-saving change) keeps every row, scored in file order."""
+    duplicated timestamp (a daylight-saving change) keeps every row, scored in file order; after
+    a step back (read_csv allows one an hour long a day) the clock holds, 1 ms a row, until the
+    file's time passes it again."""
     nudge = 1e-3 * np.arange(len(seconds))
     return np.maximum.accumulate(seconds - nudge) + nudge
 

@@ -2,11 +2,16 @@
 
 Without --config the shipped default configuration (default_config.yaml) is used, so the
 figures a user reproduces are those of the defaults they run.
+
+Exit codes follow click: 2 for a usage error (a wrong option, or an --out/--plot path that
+cannot be written, checked before the run), 1 with "Error: <file>: <where>: <reason>" for an
+input that cannot be backtested (config, CSV, query) or an output that fails to write.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -88,6 +93,22 @@ def read_range(setup: BacktestSetup, url: str | None, expr: str, start: str, end
     return series_from_range(batch, f"{reader_config.url}: {expr}")
 
 
+def _writable_file(path: Path | None, option: str) -> None:
+    """BadParameter (exit 2) now, rather than a traceback after minutes of backtesting."""
+    if path is None:
+        return
+    folder = path.parent if str(path.parent) else Path(".")
+    reason = None
+    if path.is_dir():
+        reason = "is a directory"
+    elif not folder.is_dir():
+        reason = f"folder {folder} does not exist"
+    elif not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        reason = "is not writable"
+    if reason is not None:
+        raise click.BadParameter(f"{path}: {reason}", param_hint=option)
+
+
 @click.command("backtest")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Sidecar config (default: the shipped default model configuration).")
@@ -114,6 +135,11 @@ def backtest_command(config_path: Path | None, alias: str | None, csv_path: Path
     range), using only the past at every point, and write its forecasts and anomaly scores."""
     if (csv_path is None) == (expr is None):
         raise click.UsageError("give exactly one of --csv and --query")
+    _writable_file(out_path, "--out")
+    _writable_file(plot_path, "--plot")
+    if plot_path is not None and plot_path.suffix.lower() != ".png":
+        raise click.BadParameter(f"{plot_path}: the plot is a PNG (name it .png)",
+                                 param_hint="--plot")
     try:
         setup = resolve_setup(config_path, alias)
         series = (read_csv(csv_path) if csv_path is not None
@@ -130,10 +156,14 @@ def backtest_command(config_path: Path | None, alias: str | None, csv_path: Path
             result = run_backtest(setup.model, series, cadence, on_chunk=bar.update)
     else:
         result = run_backtest(setup.model, series, cadence)
-    write_csv(out_path, series.labels, result)
-    if plot_path is not None:
-        from anomaly_sidecar.backtest import plot
+    try:
+        write_csv(out_path, series.labels, result)
+        if plot_path is not None:
+            from anomaly_sidecar.backtest import plot
 
-        plot(plot_path, series, result)
+            plot(plot_path, series, result)
+    except OSError as error:
+        raise click.ClickException(f"{error.filename or out_path}: cannot write: "
+                                   f"{error.strerror or error}") from None
     alarms = int((result.anomaly_score > 1).sum())
     click.echo(f"{n_points} points, {alarms} scored > 1 -> {out_path}", err=True)

@@ -92,3 +92,7 @@ def run(config_file: Path, state_dir: Path | None, verbose: bool) -> None:
 
 
 main.add_command(backtest_command)
+
+
+if __name__ == "__main__":  # python -m anomaly_sidecar.cli
+    main()

@@ -3,18 +3,19 @@
 Every error is a ConfigError reading "<file>: <key.path>: <reason>", so a user can go straight
 to the line at fault. Unknown keys are errors (a typo must never silently fall back to a
 default). Model parameters are validated by the model type's own Params dataclass
-(base.build_params), so a new model type needs no edit here.
+(base.build_params), so a new model type needs no edit here; numbers in them must be finite and
+integers fit in 32 bits whatever the model. The file itself is read by exporter.strict_input:
+UTF-8 only, nesting and YAML alias expansion bounded.
 """
 
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from anomaly_sidecar.detector import ScoringConfig
 from anomaly_sidecar.durations import parse_duration, parse_window
@@ -24,6 +25,7 @@ from anomaly_sidecar.models.base import (
     build_params,
     model_class,
 )
+from exporter.strict_input import InputError, finite_number, load_yaml_file, read_text, shorten
 
 DIRECTIONS = ("both", "above", "below")
 DEFAULT_LISTEN_ADDRESS = "127.0.0.1:10101"
@@ -31,12 +33,17 @@ _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _MODEL_COMMON_KEYS = ("type", "queries", "detection_direction", "min_dev_from_expected",
                       "calibration", "false_alarms_per_day", "memory", "warm_up", "quiet",
                       "rearm", "rearm_step")
+MAX_INTEGER = 2**31 - 1
+"""The largest integer any setting takes (counts, windows, seeds): 1e11 points is a typo."""
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class ConfigError(ValueError):
     """A configuration problem; str() is "<file>: <key.path>: <reason>"."""
 
     def __init__(self, source: str, key_path: str, reason: str) -> None:
+        key_path, reason = shorten(key_path, 200), shorten(reason)
         super().__init__(f"{source}: {key_path}: {reason}")
         self.source = source
         self.key_path = key_path
@@ -125,13 +132,9 @@ def load_config(path: str | Path) -> SidecarConfig:
     """Read and validate the YAML file at path; ConfigError on any problem."""
     source = str(path)
     try:
-        text = Path(path).read_text()
-    except OSError as error:
-        raise ConfigError(source, "(file)", f"cannot read: {error.strerror or error}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(source, "(file)", f"not valid YAML: {error}") from None
+        raw = load_yaml_file(path, source)
+    except InputError as error:
+        raise ConfigError(source, error.where, error.reason) from None
     return parse_config(raw, source)
 
 
@@ -228,24 +231,43 @@ def _bool(value: Any) -> bool:
 
 
 def _non_negative_number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ValueError(f"must be a number >= 0, got {value!r}")
-    return float(value)
+    return finite_number(value, minimum=0)
 
 
 def _count(minimum: int) -> Callable[[Any], int]:
     def convert(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"must be an integer >= {minimum}, got {value!r}")
+        if (isinstance(value, bool) or not isinstance(value, int)
+                or not minimum <= value <= MAX_INTEGER):
+            raise ValueError(f"must be an integer from {minimum} to {MAX_INTEGER}, got "
+                             f"{shorten(repr(value), 40)}")
         return value
     return convert
 
 
 def _existing_file(value: Any) -> str:
     path = _string(value)
-    if not Path(path).is_file():
-        raise ValueError(f"file {path!r} does not exist")
+    try:
+        exists = Path(path).is_file()
+    except (OSError, ValueError) as error:
+        raise ValueError(f"file {shorten(path, 100)!r}: {error}") from None
+    if not exists:
+        raise ValueError(f"file {shorten(path, 100)!r} does not exist")
     return path
+
+
+def _check_param_numbers(checker: _Checker, prefix: str, value: Any) -> None:
+    """Whatever the model: no NaN or infinity, no integer beyond 32 bits (also in lists)."""
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_param_numbers(checker, f"{prefix}[{index}]", item)
+    elif isinstance(value, float):
+        try:
+            finite_number(value)
+        except ValueError as error:
+            raise checker.fail(prefix, str(error)) from None
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INTEGER:
+        raise checker.fail(prefix, f"must be at most {MAX_INTEGER} in size, got "
+                                   f"{shorten(repr(value), 40)}")
 
 
 def _parse_reader(checker: _Checker, raw: Any) -> ReaderConfig:
@@ -264,7 +286,10 @@ def _parse_reader(checker: _Checker, raw: Any) -> ReaderConfig:
         password = checker.typed(auth, "reader.basic_auth", "password", str, "")
         password_file = checker.typed(auth, "reader.basic_auth", "password_file", _existing_file)
         if password_file is not None:
-            password = Path(password_file).read_text().strip()
+            try:
+                password = read_text(password_file).strip()
+            except InputError as error:
+                raise checker.fail("reader.basic_auth.password_file", error.reason) from None
         basic_auth = BasicAuth(username, password)
     headers = {}
     if section.get("headers") is not None:
@@ -273,6 +298,10 @@ def _parse_reader(checker: _Checker, raw: Any) -> ReaderConfig:
             if not isinstance(name, str) or not isinstance(value, str):
                 raise checker.fail(f"reader.headers.{name}",
                                    "header names and values must be strings")
+            if not _HEADER_NAME.match(name) or _CONTROL_CHARACTERS.search(value):
+                raise checker.fail(f"reader.headers.{name}",
+                                   "not a valid HTTP header (a token name, and a value without "
+                                   "CR, LF or other control characters)")
     if section.get("bearer_token_file") is not None and basic_auth is not None:
         raise checker.fail("reader.bearer_token_file", "use either bearer_token_file or basic_auth")
     return ReaderConfig(
@@ -307,10 +336,11 @@ def _parse_model(checker: _Checker, alias: str, section: dict,
                  queries: Mapping[str, QueryConfig]) -> ModelConfig:
     prefix = f"models.{alias}"
     type_name = checker.typed(section, prefix, "type", _string, required=True)
+    raw_params = {key: value for key, value in section.items() if key not in _MODEL_COMMON_KEYS}
+    for key, value in raw_params.items():
+        _check_param_numbers(checker, f"{prefix}.{key}", value)
     try:
         model_type = model_class(type_name)
-        raw_params = {key: value for key, value in section.items()
-                      if key not in _MODEL_COMMON_KEYS}
         params = build_params(model_type.Params, raw_params)
     except ModelParamError as error:
         reason = error.reason
@@ -390,11 +420,20 @@ def _parse_server(checker: _Checker, raw: Any) -> ServerConfig:
         raise checker.fail("server.listen_address",
                            f"must be HOST:PORT with a port 1-65535, got {listen_address!r}")
     template = checker.typed(section, "server", "metric_name_template", _string, "{name}")
-    try:
-        example = template.format(name="anomaly_score")
-    except (KeyError, IndexError, ValueError):
-        example = ""
-    if "{name}" not in template or not _METRIC_NAME.match(example):
+    if not _plain_name_template(template) or not _METRIC_NAME.match(
+            template.format(name="anomaly_score")):
         raise checker.fail("server.metric_name_template",
-                           f"must contain {{name}} and form a valid metric name, got {template!r}")
+                           f"must contain {{name}} (and no other field, format or conversion) "
+                           f"and form a valid metric name, got {shorten(repr(template), 80)}")
     return ServerConfig(listen_address, template)
+
+
+def _plain_name_template(template: str) -> bool:
+    """True if every replacement field is a bare {name} and there is at least one: no
+    {name.x}, {name[0]}, {name!r}, {name:>9}, which format() would evaluate."""
+    try:
+        fields = [(name, spec, conversion) for _, name, spec, conversion
+                  in string.Formatter().parse(template) if name is not None]
+    except ValueError:  # an unmatched brace
+        return False
+    return bool(fields) and all(field == ("name", "", None) for field in fields)

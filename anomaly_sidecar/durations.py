@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import math
 import re
 
+MAX_DURATION_SECONDS = 10 * 31536000.0
+"""10y: longer than any window, step or interval means; 293y would overflow the thread waits."""
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0,
                  "y": 31536000.0}
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
+_PART = re.compile(r"(\d{1,12}(?:\.\d{1,12})?)(ms|s|m|h|d|w|y)")
 
 
 def parse_duration(value: object) -> float:
     """Seconds in `value`: a number (seconds) or a string like "1h30m"; ValueError otherwise.
 
     Zero and negative durations are rejected here because no setting that takes a duration
-    (a step, a window, an interval) means anything at zero.
+    (a step, a window, an interval) means anything at zero; so are NaN, infinity and anything
+    over MAX_DURATION_SECONDS, which no setting means either and which fail later in a thread.
     """
     if isinstance(value, bool):
         raise ValueError(f"must be a duration like 15s or 1h, got {value!r}")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ValueError("must be a duration of at most 10y, got a huge number") from None
     elif isinstance(value, str):
         text = value.strip()
         position = 0
@@ -29,11 +36,16 @@ def parse_duration(value: object) -> float:
             seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
             position = match.end()
         if position != len(text) or not text:
-            raise ValueError(f"must be a duration like 15s, 10m, 1h30m or 1d, got {value!r}")
+            shown = value if len(value) <= 40 else value[:40] + "..."
+            raise ValueError(f"must be a duration like 15s, 10m, 1h30m or 1d, got {shown!r}")
     else:
         raise ValueError(f"must be a duration like 15s or 1h, got {type(value).__name__}")
+    if not math.isfinite(seconds):
+        raise ValueError(f"must be a finite duration, got {value!r}")
     if seconds <= 0:
         raise ValueError(f"must be a positive duration, got {value!r}")
+    if seconds > MAX_DURATION_SECONDS:
+        raise ValueError(f"must be at most 10y, got {value!r}")
     return seconds
 
 

@@ -3,22 +3,28 @@
 Uses only /api/v1/query_range and /api/v1/query, which both backends implement the same way.
 Long ranges are split so that no request asks for more points per series than the backend
 allows; 5xx answers and connection errors are retried with exponential backoff, a 4xx answer
-(a bad query, a wrong tenant) is reported at once with the backend's own message.
+(a bad query, a wrong tenant) is reported at once with the backend's own message. An answer
+is parsed strictly (parse_answer, parse_matrix): a 200 whose body is not the documented shape
+(a proxy's HTML page, `[]`, a success without data, wrong types) is a ReaderError, counted in
+anomaly_sidecar_reader_errors_total and logged, never an AttributeError in a scheduler thread.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import requests
 
 from anomaly_sidecar.config import ReaderConfig
 from anomaly_sidecar.models.base import SeriesBatch, SeriesKey
+from exporter.strict_input import shorten
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +38,14 @@ class ReaderError(RuntimeError):
 
 class QueryRejected(ReaderError):
     """The backend answered 4xx: retrying cannot help (bad PromQL, auth, tenant)."""
+
+
+class BadAnswer(ReaderError):
+    """The backend answered 200 with a body that is not a usable query API answer."""
+
+
+Matrix = list[tuple[SeriesKey, np.ndarray, np.ndarray]]
+"""A range result: per series its key, sample timestamps and values (NaN for "NaN"/"Inf")."""
 
 
 def series_key(labels: dict[str, str]) -> SeriesKey:
@@ -72,8 +86,9 @@ class PromReader:
         token = Path(self.config.bearer_token_file).read_text().strip()
         return {"Authorization": f"Bearer {token}"}
 
-    def _get(self, path: str, params: dict[str, str]) -> dict:
-        """GET with retries; returns the `data` member of a success answer."""
+    def _get(self, path: str, params: dict[str, str],
+             parse: Callable[[dict], Any] = lambda data: data) -> Any:
+        """GET with retries; returns parse(the `data` member of a success answer)."""
         delay = BACKOFF_START_SECONDS
         attempts = self.config.max_retries + 1
         for attempt in range(1, attempts + 1):
@@ -86,8 +101,15 @@ class PromReader:
                 failure = f"cannot reach {self.config.url}: {error}"
             else:
                 if response.status_code == 200:
+                    try:
+                        parsed = parse(parse_answer(response.content))
+                    except BadAnswer as error:
+                        self._count(started, ok=False)
+                        log.warning("%s%s answered 200 with an unusable body: %s",
+                                    self.config.url, path, error)
+                        raise BadAnswer(f"{self.config.url}{path}: {error}") from None
                     self._count(started, ok=True)
-                    return _payload(response)["data"]
+                    return parsed
                 message = _error_message(response)
                 if 400 <= response.status_code < 500 and response.status_code != 429:
                     self._count(started, ok=False)
@@ -119,30 +141,28 @@ class PromReader:
         chunk_points = self.config.max_points_per_request
         for chunk_start in range(0, len(grid), chunk_points):
             chunk = grid[chunk_start:chunk_start + chunk_points]
-            data = self._get("/api/v1/query_range", {
+            matrix = self._get("/api/v1/query_range", {
                 "query": expr, "start": _timestamp(chunk[0]), "end": _timestamp(chunk[-1]),
-                "step": _timestamp(step)})
-            if data.get("resultType") != "matrix":
-                raise ReaderError(f"expected a range vector (matrix), got {data.get('resultType')}")
-            for result in data["result"]:
-                key = series_key(result.get("metric", {}))
+                "step": _timestamp(step)}, parse_matrix)
+            for key, stamps, numbers in matrix:
                 row = columns.get(key)
                 if row is None:
                     row = columns[key] = np.full(len(grid), np.nan)
-                _place_samples(row, result.get("values", []), grid, step)
+                _place_samples(row, stamps, numbers, grid, step)
         keys = sorted(columns)
         values = np.array([columns[key] for key in keys]) if keys else np.zeros((0, len(grid)))
         return SeriesBatch(keys, grid, values)
 
 
-def _place_samples(row: np.ndarray, samples: list, grid: np.ndarray, step: float) -> None:
-    """Put [timestamp, "value"] pairs onto the grid; samples off the grid snap to the nearest
-    grid point, non-finite values ("NaN", "+Inf") become NaN."""
-    if not samples or not len(grid):
+def _place_samples(row: np.ndarray, stamps: np.ndarray, numbers: np.ndarray, grid: np.ndarray,
+                   step: float) -> None:
+    """Put samples onto the grid; samples off the grid snap to the nearest grid point,
+    non-finite values ("NaN", "+Inf") become NaN."""
+    if not len(stamps) or not len(grid):
         return
-    pairs = np.array(samples, dtype=float)
-    stamps, numbers = pairs[:, 0], pairs[:, 1]
-    index = np.rint((stamps - grid[0]) / step).astype(int)
+    offsets = np.rint((stamps - grid[0]) / step)
+    offsets[(offsets < -1) | (offsets > len(grid))] = -1  # far away: keep the int cast safe
+    index = offsets.astype(int)
     inside = (index >= 0) & (index < len(grid))
     row[index[inside]] = np.where(np.isfinite(numbers[inside]), numbers[inside], np.nan)
 
@@ -151,19 +171,80 @@ def _timestamp(seconds: float) -> str:
     return f"{seconds:.3f}"
 
 
-def _payload(response: requests.Response) -> dict:
+def _decode_json(body: bytes) -> Any:
     try:
-        payload = response.json()
-    except ValueError as error:
-        raise ReaderError(f"answer is not JSON: {response.text[:200]!r}") from error
+        return json.loads(body.decode("utf-8"))
+    except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
+        raise BadAnswer(f"not JSON ({shorten(str(error), 100)}): "
+                        f"{shorten(repr(body[:200]), 220)}") from None
+
+
+def parse_answer(body: bytes) -> dict:
+    """The `data` object of a query API answer; BadAnswer for anything else (not JSON, not an
+    object, a status other than success, no data object)."""
+    payload = _decode_json(body)
+    if not isinstance(payload, dict):
+        raise BadAnswer(f"expected a JSON object, got {type(payload).__name__}")
     if payload.get("status") != "success":
-        raise ReaderError(f"query failed: {payload.get('error', payload)}")
-    return payload
+        error = payload.get("error")
+        reason = error if isinstance(error, str) else repr(payload)
+        raise BadAnswer(f"status is not success: {shorten(reason, 200)}")
+    data = payload.get("data")
+    if not isinstance(data, dict):
+        raise BadAnswer(f"'data' must be an object, got {type(data).__name__}")
+    return data
+
+
+def parse_matrix(data: dict) -> Matrix:
+    """The series of a range-query `data` object; BadAnswer naming the first thing that is not
+    as the Prometheus HTTP API documents it."""
+    if data.get("resultType") != "matrix":
+        raise BadAnswer(f"expected a range vector (resultType matrix), got "
+                        f"{shorten(repr(data.get('resultType')), 60)}")
+    results = data.get("result")
+    if not isinstance(results, list):
+        raise BadAnswer(f"'result' must be a list, got {type(results).__name__}")
+    matrix: Matrix = []
+    for position, result in enumerate(results):
+        where = f"result[{position}]"
+        if not isinstance(result, dict):
+            raise BadAnswer(f"{where} must be an object, got {type(result).__name__}")
+        labels = result.get("metric", {})
+        if not isinstance(labels, dict) or not all(
+                isinstance(name, str) and isinstance(value, str) for name, value in labels.items()):
+            raise BadAnswer(f"{where}.metric must map label names to string values")
+        samples = result.get("values", [])
+        if not isinstance(samples, list):
+            raise BadAnswer(f"{where}.values must be a list, got {type(samples).__name__}")
+        stamps, numbers = np.zeros(len(samples)), np.zeros(len(samples))
+        for index, sample in enumerate(samples):
+            stamps[index], numbers[index] = _sample(sample, f"{where}.values[{index}]")
+        matrix.append((series_key(labels), stamps, numbers))
+    return matrix
+
+
+def _sample(sample: Any, where: str) -> tuple[float, float]:
+    """[<unix time>, "<value>"] as the API writes it: a finite time, a value string that is a
+    number ("NaN" and "+Inf" included, which the caller turns into gaps)."""
+    if not isinstance(sample, list) or len(sample) != 2:
+        raise BadAnswer(f"{where} must be a [timestamp, \"value\"] pair")
+    stamp, value = sample
+    if isinstance(stamp, bool) or not isinstance(stamp, int | float) or not math.isfinite(stamp):
+        raise BadAnswer(f"{where}: the timestamp must be a finite number")
+    if not isinstance(value, str):
+        raise BadAnswer(f"{where}: the value must be a string, got {type(value).__name__}")
+    try:
+        return float(stamp), float(value)
+    except (ValueError, OverflowError):
+        raise BadAnswer(f"{where}: {shorten(repr(value), 60)} is not a number") from None
 
 
 def _error_message(response: requests.Response) -> str:
     try:
         payload = response.json()
-        return f"{payload.get('errorType', 'error')}: {payload.get('error', response.text)}"
-    except ValueError:
-        return response.text.strip()[:500] or response.reason
+        if isinstance(payload, dict):
+            return (f"{payload.get('errorType', 'error')}: "
+                    f"{shorten(str(payload.get('error', response.text)), 500)}")
+    except (ValueError, RecursionError):
+        pass
+    return shorten(response.text.strip(), 500) or response.reason

@@ -1,12 +1,18 @@
 """Scrape latency and memory: our exporter (host only, host + 8 simulated GPUs) vs node_exporter.
 
     python3 benchmarks/exporter_scrape.py [--requests 300] [--gpus 8]
+        [--inference [--probe-targets 20] [--process-groups 10] [--probe-interval 5s]]
 
-All three exporters run side by side in this one command and are scraped round-robin with
+All exporters run side by side in this one command and are scraped round-robin with
 Prometheus's own Accept and Accept-Encoding headers over a kept-alive connection, so machine noise
 hits them alike. Printed: p50/p99/mean latency of GET /metrics, response size, samples, RSS and
 peak RSS, and the ratio of each p50 to node_exporter's. Targets: p50(host + GPUs) <= 1.0x
 node_exporter's p50, RSS <= 60 MiB.
+
+--inference adds target (d): host + GPUs + the probe and process collectors, probing a local demo
+model endpoint (scripts/demo_model.py, its own process) from 20 targets and watching 10 process
+groups of 2 processes each, one process of each of the first groups on a simulated GPU. Its probes
+run in the background during the measurement; target: p50(d) <= 1.0x node_exporter's p50 too.
 """
 
 from __future__ import annotations
@@ -56,10 +62,11 @@ class Target:
 
 
 @contextlib.contextmanager
-def started(name: str, command: list[str], port: int, log_dir: Path) -> Iterator[Target]:
+def started(name: str, command: list[str], port: int, log_dir: Path,
+            path: str = "/metrics") -> Iterator[Target]:
     log = (log_dir / f"{name.split()[0]}-{port}.log").open("wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
-    url = f"http://127.0.0.1:{port}/metrics"
+    url = f"http://127.0.0.1:{port}{path}"
     try:
         wait_http_ok(url, 30, process)
         yield Target(name, url, process)
@@ -91,18 +98,53 @@ def scrape_round_robin(targets: list[Target], requests_each: int, warmup: int) -
                                      if line and not line.startswith("#"))
 
 
+def inference_config(directory: Path, model_url: str, targets: int, groups: int,
+                     interval: str) -> Path:
+    """The exporter config of target (d): `targets` probes of the demo model, `groups` groups."""
+    lines = ["probe:", "  targets:"]
+    for index in range(targets):
+        lines.append(f"    - {{name: model-{index}, url: '{model_url}/v1/predict', method: POST, "
+                     f"body: '{{\"inputs\": [{index}]}}', json_field: {{path: outputs.0}}, "
+                     f"interval: {interval}, latency_threshold: 1s}}")
+    lines += ["process:", "  groups:"]
+    lines += [f"    - {{name: group-{index}, match: {{names: [bench-group-{index}]}}}}"
+              for index in range(groups)]
+    path = directory / "exporter.yml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@contextlib.contextmanager
+def group_processes(groups: int, per_group: int = 2) -> Iterator[list[int]]:
+    """`sleep` processes named bench-group-N (argv[0]), per_group of each group; their pids."""
+    sleeper = shutil.which("sleep") or "/bin/sleep"
+    processes = [subprocess.Popen([f"bench-group-{index}", "3600"], executable=sleeper)
+                 for index in range(groups) for _ in range(per_group)]
+    try:
+        yield [process.pid for process in processes]
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait(timeout=10)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=300, help="measured requests per target")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--gpus", type=int, default=8, help="simulated GPUs for target (b)")
+    parser.add_argument("--inference", action="store_true",
+                        help="add target (d): GPUs + probe and process collectors")
+    parser.add_argument("--probe-targets", type=int, default=20)
+    parser.add_argument("--process-groups", type=int, default=10)
+    parser.add_argument("--probe-interval", default="5s")
     args = parser.parse_args()
     node_exporter = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
     if node_exporter is None:
         print("prometheus-node-exporter not on PATH (apt-get install prometheus-node-exporter)")
         return 1
     ours = [sys.executable, "-m", "exporter.cli", "--log.level=warning"]
-    ports = [free_port() for _ in range(3)]
+    ports = [free_port() for _ in range(5)]
     with tempfile.TemporaryDirectory() as log_dir, contextlib.ExitStack() as stack:
         logs = Path(log_dir)
         host_only = stack.enter_context(started(
@@ -116,6 +158,24 @@ def main() -> int:
             "(c) node_exporter", [node_exporter, "--no-collector.systemd",
                                   f"--web.listen-address=127.0.0.1:{ports[2]}"], ports[2], logs))
         targets = [host_only, with_gpus, baseline]
+        if args.inference:
+            model_url = f"http://127.0.0.1:{ports[4]}"
+            stack.enter_context(started(  # 20 ms answers, in its own process like a real one
+                "demo_model", [sys.executable, str(REPO_ROOT / "scripts" / "demo_model.py"),
+                               f"--listen-address=127.0.0.1:{ports[4]}",
+                               "--latency-seconds=0.02", "--wave-ratio=0"],
+                ports[4], logs, path="/healthz"))
+            pids = stack.enter_context(group_processes(args.process_groups))
+            config = inference_config(logs, model_url, args.probe_targets, args.process_groups,
+                                      args.probe_interval)
+            attached = ",".join(f"{index}:pid={pids[2 * index]}"
+                                for index in range(min(args.gpus, args.process_groups)))
+            targets.insert(2, stack.enter_context(started(
+                f"(d) (b) + {args.probe_targets} probes, {args.process_groups} groups",
+                [*ours, f"--web.listen-address=127.0.0.1:{ports[3]}",
+                 f"--gpu.simulate={args.gpus}", f"--gpu.simulate-faults={attached}",
+                 "--collector.probe", "--collector.process", f"--config.file={config}"],
+                ports[3], logs)))
         scrape_round_robin(targets, args.requests, args.warmup)
         version_output = subprocess.run([node_exporter, "--version"], capture_output=True,
                                         text=True)
@@ -139,6 +199,12 @@ def main() -> int:
               f"{'met' if gpu_ratio <= TARGET_P50_RATIO else 'MISSED'} ({gpu_ratio:.2f}x); "
               f"target RSS <= {TARGET_RSS_MIB:.0f} MiB: "
               f"{'met' if worst_rss <= TARGET_RSS_MIB else 'MISSED'} (peak {worst_rss:.1f} MiB)")
+        if args.inference:
+            inference = targets[2]
+            ratio = statistics.median(inference.latencies) / baseline_p50
+            print(f"target p50(d) <= {TARGET_P50_RATIO:.1f}x node_exporter: "
+                  f"{'met' if ratio <= TARGET_P50_RATIO else 'MISSED'} ({ratio:.2f}x); "
+                  f"(d) peak RSS {inference.rss_mib('VmHWM'):.1f} MiB")
     return 0
 
 

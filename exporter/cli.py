@@ -16,30 +16,23 @@ import click
 from prometheus_client import CollectorRegistry
 
 from exporter import __version__
+from exporter.collector_config import CollectorConfig, CollectorConfigError, load_collector_config
+from exporter.durations import parse_duration
 from exporter.nvml import NvmlSession
 from exporter.registry import (
     DEFAULT_DISK_DEVICE_EXCLUDE,
     DEFAULT_FS_TYPES_EXCLUDE,
     DEFAULT_MOUNT_POINTS_EXCLUDE,
+    Collector,
     ExporterOptions,
     ScrapeCollector,
     load_collectors,
 )
-from exporter.server import ExporterHTTPServer, parse_listen_address
+from exporter.server import DEFAULT_MAX_CONNECTIONS, ExporterHTTPServer, parse_listen_address
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 
 LOG = logging.getLogger("exporter")
 DEFAULT_PORT = 10100
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
-
-
-def parse_duration(text: str) -> float:
-    """'2s', '500ms', '1m' or plain seconds -> seconds (> 0)."""
-    match = _DURATION.match(text.strip())
-    if not match or float(match.group(1)) <= 0:
-        raise ValueError(f"{text!r} is not a positive duration like 2s, 500ms or 1m")
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
 
 
 class _Duration(click.ParamType):
@@ -76,15 +69,33 @@ def _collector_switches(command: Any) -> Any:
     return command
 
 
-def build_nvml(simulate: int | None, faults: str) -> NvmlSession:
+def check_config_sections(collectors: dict[str, type[Collector]], enabled: set[str],
+                          config: CollectorConfig | None) -> None:
+    """An enabled collector without its --config.file section is a start-up error; a section
+    whose collector is off would silently do nothing, so it is logged."""
+    for name, cls in sorted(collectors.items()):
+        section = cls.config_section
+        if section is None:
+            continue
+        has_section = config is not None and config.has_section(section)
+        if name in enabled and not has_section:
+            raise click.BadParameter(f"needs --config.file with a {section!r} section",
+                                     param_hint=f"--collector.{name}")
+        if name not in enabled and has_section:
+            LOG.warning("%s: the %r section is ignored: --collector.%s is off", config.path,
+                        section, name)
+
+
+def build_nvml(simulate: int | None, faults: str, call_latency: float = 0.0) -> NvmlSession:
     """The real pynvml, or with --gpu.simulate the simulated devices (tests and demos only)."""
     if simulate is None:
-        if faults:
-            raise click.BadParameter("needs --gpu.simulate", param_hint="--gpu.simulate-faults")
+        if faults or call_latency:
+            raise click.BadParameter("needs --gpu.simulate", param_hint="--gpu.simulate-faults "
+                                                                        "/ --gpu.simulate-latency")
         return NvmlSession()
     from exporter.nvml_sim import FaultSpecError, SimulatedNVML, parse_fault_spec
 
-    simulated = SimulatedNVML(simulate)
+    simulated = SimulatedNVML(simulate, call_latency_seconds=call_latency)
     try:
         parse_fault_spec(faults, simulated)
     except FaultSpecError as error:
@@ -100,8 +111,21 @@ def build_nvml(simulate: int | None, faults: str) -> NvmlSession:
               help="Path under which metrics are served.")
 @click.option("--web.config.file", "web_config_file", type=click.Path(dir_okay=False),
               default=None, help="exporter-toolkit web config (TLS, basic auth).")
+@click.option("--web.max-connections", "max_connections", type=click.IntRange(1, 10000),
+              default=DEFAULT_MAX_CONNECTIONS, show_default=True,
+              help="Connections served at once (one thread each); more wait briefly, then are "
+                   "closed.")
+@click.option("--collector.timeout", "collector_timeout", type=_Duration(), default="2s",
+              show_default=True, help="Longest a scrape waits for a host collector.")
+@click.option("--config.file", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="YAML file of probe targets and process groups (probe, process collectors).")
 @click.option("--collector.gpu.timeout", "gpu_timeout", type=_Duration(), default="2s",
-              show_default=True, help="Longest a scrape waits for NVML.")
+              show_default=True,
+              help="Longest NVML may take: past it a GPU is reported down, or NVML unavailable.")
+@click.option("--collector.gpu.sample-interval", "gpu_sample_interval", type=_Duration(),
+              default="5s", show_default=True,
+              help="How often each GPU is read on its own thread; scrapes show the latest "
+                   "reading (at most this plus one read old).")
 @click.option("--collector.filesystem.fs-types-exclude", "fs_types_exclude", type=_Regex(),
               default=DEFAULT_FS_TYPES_EXCLUDE, help="File system types to leave out (regex).")
 @click.option("--collector.filesystem.mount-points-exclude", "mount_points_exclude",
@@ -113,16 +137,20 @@ def build_nvml(simulate: int | None, faults: str) -> NvmlSession:
               help="FOR TESTS AND DEMOS ONLY: serve N simulated GPUs instead of calling NVML.")
 @click.option("--gpu.simulate-faults", "simulate_faults", default="",
               help="FOR TESTS: e.g. '1:lost,2:unknown,3:hang,0:unsupported=nvmlDeviceGetFanSpeed,"
-                   "0:unsupported=NVML_FI_DEV_MEMORY_TEMP,0:mig=2,0:processes=2,0:xid=79' or "
-                   "'driver:missing'.")
+                   "0:unsupported=NVML_FI_DEV_MEMORY_TEMP,0:mig=2,0:processes=2,0:pid=1234,"
+                   "0:xid=79' or 'driver:missing'.")
+@click.option("--gpu.simulate-latency", "simulate_latency", type=_Duration(), default=None,
+              help="FOR TESTS AND BENCHMARKS: each simulated NVML device call takes this long.")
 @click.option("--log.level", "log_level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @_collector_switches
 @click.version_option(__version__, prog_name="aiinfra-exporter")
 def main(listen_address: str, telemetry_path: str, web_config_file: str | None,
-         gpu_timeout: float, fs_types_exclude: re.Pattern, mount_points_exclude: re.Pattern,
+         max_connections: int, config_file: str | None, collector_timeout: float,
+         gpu_timeout: float, gpu_sample_interval: float, fs_types_exclude: re.Pattern,
+         mount_points_exclude: re.Pattern,
          disk_device_exclude: re.Pattern, simulate: int | None, simulate_faults: str,
-         log_level: str, **switches: bool) -> None:
+         simulate_latency: float | None, log_level: str, **switches: bool) -> None:
     """Prometheus exporter for host and NVIDIA GPU metrics, collected at scrape time."""
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -137,18 +165,29 @@ def main(listen_address: str, telemetry_path: str, web_config_file: str | None,
         web_config = load_web_config(web_config_file) if web_config_file else None
     except WebConfigError as error:
         raise click.BadParameter(str(error), param_hint="--web.config.file") from error
+    try:
+        collector_config = load_collector_config(config_file) if config_file else None
+    except CollectorConfigError as error:
+        raise click.BadParameter(str(error), param_hint="--config.file") from error
+    check_config_sections(load_collectors(), {name for name in load_collectors()
+                                              if switches[f"collector_{name}"]}, collector_config)
 
-    options = ExporterOptions(nvml=build_nvml(simulate, simulate_faults),
-                              gpu_timeout_seconds=gpu_timeout, fs_types_exclude=fs_types_exclude,
+    options = ExporterOptions(nvml=build_nvml(simulate, simulate_faults, simulate_latency or 0.0),
+                              gpu_timeout_seconds=gpu_timeout,
+                              gpu_sample_interval_seconds=gpu_sample_interval,
+                              collector_timeout_seconds=collector_timeout,
+                              fs_types_exclude=fs_types_exclude,
                               mount_points_exclude=mount_points_exclude,
-                              disk_device_exclude=disk_device_exclude)
+                              disk_device_exclude=disk_device_exclude,
+                              collector_config=collector_config)
     collectors = [cls(options) for name, cls in sorted(load_collectors().items())
                   if switches[f"collector_{name}"]]
     scrape = ScrapeCollector(collectors)
     registry = CollectorRegistry()
     registry.register(scrape)
     try:
-        server = ExporterHTTPServer(address, registry, telemetry_path, web_config or WebConfig())
+        server = ExporterHTTPServer(address, registry, telemetry_path, web_config or WebConfig(),
+                                    max_connections)
     except OSError as error:
         raise click.BadParameter(f"cannot listen on {listen_address}: {error.strerror}",
                                  param_hint="--web.listen-address") from error

@@ -1,10 +1,10 @@
 """A fast renderer of the Prometheus text format (0.0.4) for gauge and counter families.
 
 prometheus-client's renderers escape label names character by character (for UTF-8 names), which
-made rendering ~5x more expensive than collecting 8 GPUs. Our collectors only yield gauges and
-counters with legacy names, so this renders those directly; output is byte-identical to
-prometheus_client.exposition.generate_latest (a test checks that), and anything else falls back
-to it.
+made rendering ~5x more expensive than collecting 8 GPUs. Our collectors only yield gauges,
+counters and histograms with legacy names, so this renders those directly; output is
+byte-identical to prometheus_client.exposition.generate_latest (a test checks that), and anything
+else falls back to it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-_TYPES = {"gauge": "gauge", "counter": "counter", "unknown": "untyped"}
+_TYPES = {"gauge": "gauge", "counter": "counter", "histogram": "histogram", "unknown": "untyped"}
+_HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
 
 
 def _float(value: float) -> str:
@@ -63,6 +64,9 @@ def render(registry: CollectorRegistry) -> bytes:
                 raise _Unsupported
             name = metric.name + "_total" if metric.type == "counter" else metric.name
             if metric.type == "counter" and any(s.name != name for s in metric.samples):
+                raise _Unsupported
+            if metric.type == "histogram" and any(  # _created etc. are rendered apart
+                    s.name.removeprefix(name) not in _HISTOGRAM_SUFFIXES for s in metric.samples):
                 raise _Unsupported
             documentation = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
             parts.append(f"# HELP {name} {documentation}\n# TYPE {name} {type_name}\n")

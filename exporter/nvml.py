@@ -3,6 +3,10 @@
 Collectors call NVML functions by their pynvml names on `session.nvml`, which is the real pynvml
 module in production. Keeping the simulation at this exact boundary means the code the tests run
 is the code that runs on a GPU node.
+
+nvmlInit runs with a deadline, on its own thread, and only system-wide calls run there; every
+call about one GPU (its handle, identity, readings, event registration) runs on that GPU's own
+DeviceSampler thread, so a GPU that hangs in the driver holds up nothing but itself.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from typing import Any, TypeVar
 
 import pynvml
 
+from exporter.device_sampler import DeviceSampler
 from exporter.registry import CollectorFailed
+from exporter.worker import CallTimeout, SingleFlight
 
 LOG = logging.getLogger("exporter.nvml")
 T = TypeVar("T")
@@ -47,6 +53,7 @@ _FIELD_VALUE_MEMBERS = {
     pynvml.NVML_VALUE_TYPE_UNSIGNED_SHORT: "usVal",
 }
 INIT_RETRY_SECONDS = 30.0
+INIT_TIMEOUT_SECONDS = 10.0
 
 
 class NvmlUnavailable(CollectorFailed):
@@ -54,17 +61,37 @@ class NvmlUnavailable(CollectorFailed):
 
 
 def is_field_unavailable(error: BaseException) -> bool:
-    """True for errors that only mean 'not supported here' (including an older pynvml)."""
-    if isinstance(error, AttributeError):
-        return True
+    """True for NVML errors that only mean 'not supported here'.
+
+    An AttributeError is never one: a getter this pynvml lacks is found by nvml_function
+    before the call, and one raised inside a call is a bug that must be seen.
+    """
     return isinstance(error, pynvml.NVMLError) and error.value in _FIELD_UNAVAILABLE
 
 
 def is_never_supported(error: BaseException) -> bool:
-    """True when asking again is pointless: the GPU or the library lacks the function."""
-    if isinstance(error, AttributeError):
-        return True
+    """True when asking again is pointless: the GPU or the driver lacks the function."""
     return isinstance(error, pynvml.NVMLError) and error.value in _NEVER_SUPPORTED
+
+
+# Names older pynvml releases had and newer ones dropped, called only as a fallback for old
+# drivers: their absence is expected, not logged (and the test of names allows it).
+LEGACY_NVML_FUNCTIONS = frozenset({"nvmlDeviceGetCurrentClocksThrottleReasons"})
+_MISSING_LOGGED: set[str] = set(LEGACY_NVML_FUNCTIONS)
+
+
+def nvml_function(nvml: Any, function_name: str) -> Callable[..., Any] | None:
+    """The pynvml function of that name, or None (logged once) when this pynvml predates it.
+
+    A test checks that every name the collectors use exists in pynvml and in the simulator, so
+    None here means an older nvidia-ml-py than the one tested, never a misspelt name.
+    """
+    function = getattr(nvml, function_name, None)
+    if function is None and function_name not in _MISSING_LOGGED:
+        _MISSING_LOGGED.add(function_name)
+        LOG.warning("this pynvml has no %s: its metrics are skipped (upgrade nvidia-ml-py)",
+                    function_name)
+    return function
 
 
 def field_reading(field_value: Any) -> float | None:
@@ -82,18 +109,18 @@ def field_reading(field_value: Any) -> float | None:
 
 
 def read_optional(function: Callable[..., T], *args: Any) -> T | None:
-    """Call an NVML getter; None if the GPU or library does not support it, else re-raise."""
+    """Call an NVML getter; None if the GPU or driver does not support it, else re-raise."""
     try:
         return function(*args)
-    except (pynvml.NVMLError, AttributeError) as error:
+    except pynvml.NVMLError as error:
         if is_field_unavailable(error):
             return None
         raise
 
 
 def read_field(nvml: Any, function_name: str, *args: Any) -> Any:
-    """read_optional by pynvml function name: a name this pynvml lacks is 'unsupported' too."""
-    function = getattr(nvml, function_name, None)
+    """read_optional by pynvml function name (None, logged once, if this pynvml lacks it)."""
+    function = nvml_function(nvml, function_name)
     return None if function is None else read_optional(function, *args)
 
 
@@ -136,43 +163,61 @@ class NvmlSession:
         self._last_error: NvmlUnavailable | None = None
         self._last_attempt = float("-inf")
         self._lock = threading.Lock()
+        self._init = SingleFlight("nvml-init", self._initialize)
+        self._samplers: dict[int, DeviceSampler] = {}
 
     @property
     def simulated(self) -> bool:
         return self.nvml is not pynvml
 
-    def ensure_initialized(self) -> list[GpuDevice]:
-        """The GPU list, initialising NVML if needed; raises NvmlUnavailable while it cannot."""
-        with self._lock:
-            if self._initialized:
-                return self.devices
-            now = time.monotonic()
-            if self._last_error is not None and now - self._last_attempt < self.retry_seconds:
-                raise self._last_error
-            self._last_attempt = now
-            try:
-                self.nvml.nvmlInit()
-            except pynvml.NVMLError as error:
-                self._last_error = NvmlUnavailable(
-                    f"NVML unavailable ({describe_error(error)}); no NVIDIA driver or library on "
-                    f"this host? GPU metrics are absent, host metrics are unaffected")
-                raise self._last_error from error
-            self._initialized = True
-            self._last_error = None
-            self._discover()
+    def ensure_initialized(self, timeout_seconds: float = INIT_TIMEOUT_SECONDS) -> list[GpuDevice]:
+        """The GPU list, initialising NVML if needed; raises NvmlUnavailable while it cannot,
+        or if nvmlInit does not return within the timeout (it keeps trying on its thread)."""
+        if self._initialized:
             return self.devices
+        try:
+            return self._init.call(timeout_seconds)
+        except CallTimeout as error:
+            raise NvmlUnavailable(f"NVML initialisation hung: {error}") from None
+
+    def sampler(self, device: GpuDevice) -> DeviceSampler:
+        """The thread that makes every NVML call about this GPU (started on first use)."""
+        with self._lock:
+            if device.index not in self._samplers:
+                self._samplers[device.index] = DeviceSampler(f"gpu{device.index}")
+            return self._samplers[device.index]
+
+    def _initialize(self) -> list[GpuDevice]:
+        """nvmlInit and discovery; runs on the nvml-init thread only (one call at a time)."""
+        if self._initialized:
+            return self.devices
+        now = time.monotonic()
+        if self._last_error is not None and now - self._last_attempt < self.retry_seconds:
+            raise self._last_error
+        self._last_attempt = now
+        try:
+            self.nvml.nvmlInit()
+            self._discover()
+        except pynvml.NVMLError as error:
+            self._last_error = NvmlUnavailable(
+                f"NVML unavailable ({describe_error(error)}); no NVIDIA driver or library on "
+                f"this host? GPU metrics are absent, host metrics are unaffected")
+            raise self._last_error from error
+        self._last_error = None
+        self._initialized = True
+        return self.devices
 
     def _discover(self) -> None:
+        """System-wide facts only: each GPU's handle and identity are read on its own thread."""
         nvml = self.nvml
         self.driver_version = text(read_optional(nvml.nvmlSystemGetDriverVersion) or "")
         cuda = read_optional(nvml.nvmlSystemGetCudaDriverVersion)
         self.cuda_version = f"{cuda // 1000}.{cuda % 1000 // 10}" if cuda else ""
         self.devices = [GpuDevice(index) for index in range(nvml.nvmlDeviceGetCount())]
-        for device in self.devices:
-            self.refresh_identity(device)
 
     def refresh_identity(self, device: GpuDevice) -> bool:
-        """Fill in a device's handle and static labels; False if the GPU does not answer."""
+        """Fill in a device's handle and static labels; False if the GPU does not answer.
+        Call it on the device's sampler thread."""
         nvml = self.nvml
         try:
             if device.handle is None:
@@ -199,9 +244,60 @@ class NvmlSession:
 
     def shutdown(self) -> None:
         with self._lock:
-            if self._initialized:
-                try:
-                    self.nvml.nvmlShutdown()
-                except pynvml.NVMLError as error:
-                    LOG.debug("nvmlShutdown: %s", describe_error(error))
-                self._initialized = False
+            for sampler in self._samplers.values():
+                sampler.stop()
+        if self._initialized:
+            try:
+                self.nvml.nvmlShutdown()
+            except pynvml.NVMLError as error:
+                LOG.debug("nvmlShutdown: %s", describe_error(error))
+            self._initialized = False
+
+
+def gpu_memory_by_pid(nvml: Any, handle: Any) -> dict[int, int]:
+    """GPU memory per process on one device, compute and graphics contexts summed.
+
+    A process whose usage NVML hides (usedGpuMemory None, e.g. from inside another container) is
+    left out rather than counted as 0. Raises NVMLError when the GPU itself fails. Call it on
+    the device's sampler thread, as every NVML call about one GPU.
+    """
+    processes = []
+    for getter in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
+        processes += read_field(nvml, getter, handle) or []
+    used_by_pid: dict[int, int] = {}
+    for process in processes:
+        if process.usedGpuMemory is not None:
+            used_by_pid[process.pid] = used_by_pid.get(process.pid, 0) + process.usedGpuMemory
+    return used_by_pid
+
+
+def gpu_utilization_by_pid(nvml: Any, handle: Any,
+                           since_microseconds: int) -> tuple[dict[int, float] | None, int]:
+    """Mean SM utilisation (0-1) per process over NVML's samples newer than `since`, and the
+    newest sample's time (pass it back next time).
+
+    `{}` means no process ran a kernel since then; None means this GPU cannot say (an older GPU
+    or driver), which must not be shown as idle. Call it on the device's sampler thread.
+    """
+    function = nvml_function(nvml, "nvmlDeviceGetProcessUtilization")
+    if function is None:
+        return None, since_microseconds
+    try:
+        samples = function(handle, since_microseconds)
+    except pynvml.NVMLError as error:
+        # NOT_FOUND: no samples since then; pynvml raises SUCCESS when the count was zero.
+        if error.value in (pynvml.NVML_ERROR_NOT_FOUND, pynvml.NVML_SUCCESS):
+            return {}, since_microseconds
+        if is_field_unavailable(error):
+            return None, since_microseconds
+        raise
+    totals: dict[int, list[float]] = {}
+    newest = since_microseconds
+    for sample in samples:
+        if sample.timeStamp <= since_microseconds:
+            continue
+        total = totals.setdefault(sample.pid, [0.0, 0.0])
+        total[0] += sample.smUtil
+        total[1] += 1
+        newest = max(newest, sample.timeStamp)
+    return {pid: percent / count / 100 for pid, (percent, count) in totals.items()}, newest

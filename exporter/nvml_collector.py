@@ -1,46 +1,79 @@
-"""Base for collectors that call NVML: their calls run on one worker thread with a deadline."""
+"""Base for collectors that read each GPU through NVML on that GPU's own sampler thread.
+
+The reading itself (`read_device`) runs every --collector.gpu.sample-interval on the GPU's
+DeviceSampler thread; a scrape only takes the latest readings (device_watch states the
+staleness bound: a GPU silent for longer than `interval + --collector.gpu.timeout` is down).
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
 from abc import abstractmethod
-from collections.abc import Callable, Iterable
-from typing import TypeVar
+from collections.abc import Iterable
+from typing import Any, ClassVar
 
 from prometheus_client.core import Metric
 
-from exporter.nvml import NvmlSession
-from exporter.registry import Collector, CollectorFailed, ExporterOptions
-from exporter.worker import TimedWorker, WorkerBusy, WorkerTimeout
+from exporter.device_watch import DeviceState, DeviceWatch
+from exporter.nvml import GpuDevice, NvmlSession
+from exporter.registry import Collector, ExporterOptions
 
-T = TypeVar("T")
+LOG = logging.getLogger("exporter.gpu")
 
 
 class NvmlCollector(Collector):
-    """Runs NVML work via a TimedWorker so a hung driver costs at most one stuck thread."""
+    """Samples every GPU in the background; collect() turns the latest readings into families."""
+
+    watch_key: ClassVar[str]
 
     def __init__(self, options: ExporterOptions) -> None:
         super().__init__(options)
         if options.nvml is None:
             raise ValueError(f"collector {self.name} needs an NVML session in its options")
         self.session: NvmlSession = options.nvml
-        self.timeout_seconds = options.gpu_timeout_seconds
-        self.worker = TimedWorker(self.name)
+        self.watch = DeviceWatch(self.session, self.watch_key, self.read_device,
+                                 options.gpu_sample_interval_seconds,
+                                 options.gpu_timeout_seconds, self.mark_down)
+        self._down: set[int] = set()  # GPUs already logged as down, so each is logged once
+        self._down_lock = threading.Lock()
+
+    @property
+    def timeout_seconds(self) -> float:
+        return self.options.gpu_timeout_seconds
+
+    @property
+    def interval_seconds(self) -> float:
+        return self.watch.interval_seconds
 
     def start(self) -> None:
-        self.call_with_deadline(self.session.ensure_initialized)
+        """Initialise NVML, start the samplers and wait (up to the timeout) for the first
+        readings, so the first scrape already tells the truth."""
+        self.watch.wait_first()
 
     def collect(self) -> Iterable[Metric]:
-        return self.call_with_deadline(self._collect_now)
+        return self.families(self.watch.states())
 
     @abstractmethod
-    def _collect_now(self) -> list[Metric]:
-        """The NVML reads of one scrape; runs on the worker thread."""
+    def read_device(self, device: GpuDevice) -> Any:
+        """Every NVML reading of one GPU, or None if it is down; runs on its sampler thread."""
 
-    def call_with_deadline(self, function: Callable[[], T]) -> T:
-        """function() on the worker; CollectorFailed if it hangs or the previous call still does."""
-        try:
-            return self.worker.run(function, self.timeout_seconds)
-        except (WorkerBusy, WorkerTimeout) as error:
-            raise CollectorFailed(
-                f"NVML did not answer within {self.timeout_seconds:g}s (a driver call is hung; "
-                f"no new call is started until it returns)") from error
+    @abstractmethod
+    def families(self, states: list[DeviceState]) -> list[Metric]:
+        """The metric families of one scrape, from each GPU's latest state."""
+
+    def mark_down(self, device: GpuDevice, reason: str) -> None:
+        """Log a GPU going down once, not at every reading."""
+        with self._down_lock:
+            if device.index in self._down:
+                return
+            self._down.add(device.index)
+        LOG.warning("GPU %d (%s) is down: %s; its series are dropped, other GPUs unaffected",
+                    device.index, device.uuid or "uuid unknown", reason)
+
+    def mark_up(self, device: GpuDevice) -> None:
+        with self._down_lock:
+            if device.index not in self._down:
+                return
+            self._down.discard(device.index)
+        LOG.info("GPU %d (%s) is answering again", device.index, device.uuid)

@@ -38,6 +38,8 @@ class SimulatedDevice:
     unsupported: set[str | int] = field(default_factory=set)  # function names, field ids
     mig_instances: int = 0
     processes: int = 0
+    # Real pids shown as GPU processes: pid -> (memory bytes, SM percent; None: the wave).
+    attached: dict[int, tuple[int, int | None]] = field(default_factory=dict)
 
     @property
     def uuid(self) -> str:
@@ -54,11 +56,17 @@ class SimulatedNVML:
     """The subset of pynvml the collectors use, backed by N fake H100s."""
 
     def __init__(self, device_count: int, clock: Callable[[], float] | None = None,
-                 library_missing: bool = False) -> None:
+                 library_missing: bool = False, call_latency_seconds: float = 0.0) -> None:
         started = time.monotonic()
         self.clock = clock or (lambda: time.monotonic() - started)
         self.library_missing = library_missing
+        self.call_latency_seconds = call_latency_seconds
+        """Each device call sleeps this long (releasing the GIL, as pynvml's ctypes calls do):
+        an H100 takes 5-8 ms for the gpu collector's ~20 calls."""
         self.devices = [SimulatedDevice(index) for index in range(device_count)]
+        self.calling_threads: dict[int, set[str]] = {index: set() for index in range(device_count)}
+        """GPU index -> names of the threads that made calls about it (tests check that each
+        GPU is only asked on its own sampler thread)."""
         self.release_hangs = threading.Event()
         self._events: deque[tuple[int, int]] = deque()
         self._event_ready = threading.Condition()
@@ -70,8 +78,16 @@ class SimulatedNVML:
             self._events.append((index, xid))
             self._event_ready.notify_all()
 
+    def attach_process(self, index: int, pid: int, used_bytes: int = 4 * GIB,
+                       sm_percent: int | None = None) -> None:
+        """Show a (real) pid as a compute process on GPU `index`, for per-process tests."""
+        self.devices[index].attached[pid] = (used_bytes, sm_percent)
+
     # -- fault plumbing ---------------------------------------------------------------------
     def _device(self, handle: _Handle, function: str) -> SimulatedDevice:
+        self.calling_threads[handle.index].add(threading.current_thread().name)
+        if self.call_latency_seconds:
+            time.sleep(self.call_latency_seconds)
         device = self.devices[handle.index]
         if device.fault == "lost":
             raise pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)
@@ -239,11 +255,32 @@ class SimulatedNVML:
         return 0
 
     # -- processes --------------------------------------------------------------------------
+    def _processes(self, device: SimulatedDevice) -> dict[int, tuple[int, int]]:
+        """pid -> (memory bytes, SM percent) of every process on the device."""
+        wave = self._utilization_percent(device.index)
+        processes = {4000 + 10 * device.index + number: ((number + 1) * GIB, wave // (number + 2))
+                     for number in range(device.processes)}
+        for pid, (used, percent) in device.attached.items():
+            processes[pid] = (used, wave if percent is None else percent)
+        return processes
+
     def nvmlDeviceGetComputeRunningProcesses(self, handle: _Handle) -> list[SimpleNamespace]:
         device = self._device(handle, "nvmlDeviceGetComputeRunningProcesses")
-        return [SimpleNamespace(pid=4000 + 10 * handle.index + number,
-                                usedGpuMemory=(number + 1) * GIB)
-                for number in range(device.processes)]
+        return [SimpleNamespace(pid=pid, usedGpuMemory=used)
+                for pid, (used, _percent) in self._processes(device).items()]
+
+    def nvmlDeviceGetProcessUtilization(self, handle: _Handle,
+                                        since_microseconds: int) -> list[SimpleNamespace]:
+        """One sample per process, stamped with the simulated clock (NOT_FOUND when it has not
+        moved since the caller's last sample, as NVML answers when nothing new was sampled)."""
+        device = self._device(handle, "nvmlDeviceGetProcessUtilization")
+        stamp = int(self.clock() * 1e6) + 1
+        processes = self._processes(device)
+        if stamp <= since_microseconds or not processes:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
+        return [SimpleNamespace(pid=pid, timeStamp=stamp, smUtil=percent, memUtil=percent // 2,
+                                encUtil=0, decUtil=0)
+                for pid, (_used, percent) in processes.items()]
 
     def nvmlDeviceGetGraphicsRunningProcesses(self, handle: _Handle) -> list[SimpleNamespace]:
         self._device(handle, "nvmlDeviceGetGraphicsRunningProcesses")
@@ -276,8 +313,8 @@ def parse_fault_spec(spec: str, simulated: SimulatedNVML) -> None:
     """Apply 'INDEX:WHAT,...' to the simulated devices (or 'driver:missing').
 
     WHAT is one of lost, unknown, hang, unsupported=NAME (a pynvml function, or an NVML_FI_*
-    field of nvmlDeviceGetFieldValues), mig=N (N MIG instances), processes=N, xid=N (one Xid
-    event at start).
+    field of nvmlDeviceGetFieldValues), mig=N (N MIG instances), processes=N, pid=N (a real
+    process shown using 4 GiB), xid=N (one Xid event at start).
     """
     for entry in filter(None, (part.strip() for part in spec.split(","))):
         target, _, what = entry.partition(":")
@@ -297,14 +334,16 @@ def parse_fault_spec(spec: str, simulated: SimulatedNVML) -> None:
             device.unsupported.add(value)
         elif key == "unsupported" and isinstance(getattr(pynvml, value, None), int):
             device.unsupported.add(getattr(pynvml, value))  # an NVML_FI_* field id
-        elif key in ("mig", "processes", "xid") and value.isdigit():
+        elif key in ("mig", "processes", "pid", "xid") and value.isdigit():
             if key == "mig":
                 device.mig_instances = int(value)
             elif key == "processes":
                 device.processes = int(value)
+            elif key == "pid":
+                simulated.attach_process(device.index, int(value))
             else:
                 simulated.inject_xid(device.index, int(value))
         else:
             raise FaultSpecError(
                 f"{entry!r}: expected INDEX:lost|unknown|hang|unsupported=nvmlFunction|"
-                f"unsupported=NVML_FI_FIELD|mig=N|processes=N|xid=N")
+                f"unsupported=NVML_FI_FIELD|mig=N|processes=N|pid=N|xid=N")

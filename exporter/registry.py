@@ -3,6 +3,11 @@
 Every scrape runs each enabled collector, times it and records whether it worked, the way
 node_exporter does, so that a failing GPU driver shows up as `aiinfra_scrape_collector_success 0`
 instead of taking the whole scrape down.
+
+Collectors run concurrently, each on its own long-lived thread with its own deadline, and
+scrapes that arrive together share one collection per collector (worker.SingleFlight): a second
+Prometheus scraping while the first one's collection runs gets the same complete answer, and a
+hung collector fails only itself, at its deadline.
 """
 
 from __future__ import annotations
@@ -11,17 +16,19 @@ import importlib
 import logging
 import platform
 import re
-import time
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter import __version__
+from exporter.worker import CallTimeout, SingleFlight
 
 if TYPE_CHECKING:
+    from exporter.collector_config import CollectorConfig
     from exporter.nvml import NvmlSession
 
 LOG = logging.getLogger("exporter")
@@ -49,6 +56,8 @@ class ExporterOptions:
 
     nvml: NvmlSession | None = None
     gpu_timeout_seconds: float = 2.0
+    gpu_sample_interval_seconds: float = 5.0
+    collector_timeout_seconds: float = 2.0
     fs_types_exclude: re.Pattern = field(
         default_factory=lambda: re.compile(DEFAULT_FS_TYPES_EXCLUDE))
     mount_points_exclude: re.Pattern = field(
@@ -57,6 +66,7 @@ class ExporterOptions:
         default_factory=lambda: re.compile(DEFAULT_DISK_DEVICE_EXCLUDE))
     filesystem_timeout_seconds: float = 2.0
     proc_path: str = "/proc"
+    collector_config: CollectorConfig | None = None  # --config.file (probe, process)
 
 
 class Collector(ABC):
@@ -65,9 +75,15 @@ class Collector(ABC):
     name: ClassVar[str]
     default_enabled: ClassVar[bool] = True
     help_text: ClassVar[str] = ""
+    config_section: ClassVar[str | None] = None  # the --config.file section it needs, if any
 
     def __init__(self, options: ExporterOptions) -> None:
         self.options = options
+
+    @property
+    def timeout_seconds(self) -> float:
+        """The longest a scrape waits for this collector."""
+        return self.options.collector_timeout_seconds
 
     def start(self) -> None:  # noqa: B027 -- optional hook, most collectors need none
         """Begin background work (threads, library init). Raise CollectorFailed if it cannot."""
@@ -103,6 +119,9 @@ class ScrapeCollector:
     def __init__(self, collectors: list[Collector]) -> None:
         self.collectors = collectors
         self._last_failure: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._flights = [SingleFlight(collector.name, _collect_into_list(collector))
+                         for collector in collectors]
 
     def start(self) -> None:
         """Start each collector's background work; a failure is logged, never fatal."""
@@ -127,11 +146,14 @@ class ScrapeCollector:
         success = GaugeMetricFamily("aiinfra_scrape_collector_success",
                                     "1 if the collector produced its metrics this scrape, else 0.",
                                     labels=["collector"])
-        for collector in self.collectors:
-            started = time.perf_counter()
+        calls = [flight.begin() for flight in self._flights]  # all run at once
+        for collector, call in zip(self.collectors, calls, strict=True):
             try:
-                families = list(collector.collect())
+                families = call.wait(collector.timeout_seconds)
                 ok = True
+            except CallTimeout as error:
+                families, ok = [], False
+                self._record_failure(collector.name, f"{collector.name}: {error}")
             except CollectorFailed as error:
                 families, ok = [], False
                 self._record_failure(collector.name, str(error))
@@ -141,7 +163,7 @@ class ScrapeCollector:
             if ok:
                 self._record_success(collector.name)
             yield from families
-            duration.add_metric([collector.name], time.perf_counter() - started)
+            duration.add_metric([collector.name], call.seconds)
             success.add_metric([collector.name], 1.0 if ok else 0.0)
         yield duration
         yield success
@@ -152,15 +174,24 @@ class ScrapeCollector:
 
         Collectors sharing a cause (gpu and xid when NVML is missing) give one line, not one each.
         """
-        if self._last_failure.get(name) == message:
-            return
-        if message not in self._last_failure.values():
+        with self._lock:
+            if self._last_failure.get(name) == message:
+                return
+            first = message not in self._last_failure.values()
+            self._last_failure[name] = message
+        if first:
             LOG.warning("collector %s failed: %s", name, message)
-        self._last_failure[name] = message
 
     def _record_success(self, name: str) -> None:
-        if self._last_failure.pop(name, None) is not None:
+        with self._lock:
+            recovered = self._last_failure.pop(name, None) is not None
+        if recovered:
             LOG.info("collector %s recovered", name)
+
+
+def _collect_into_list(collector: Collector) -> Callable[[], list[Metric]]:
+    """The collection a SingleFlight runs: the families, materialised on the worker thread."""
+    return lambda: list(collector.collect())
 
 
 def build_info() -> GaugeMetricFamily:

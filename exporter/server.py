@@ -1,8 +1,13 @@
-"""The HTTP(S) server: landing page, telemetry path, basic auth, TLS.
+"""The HTTP(S) server: landing page, telemetry path, basic auth, TLS, a cap on connections.
 
 A small threading server instead of prometheus-client's start_http_server, because exporter-toolkit
 compatibility needs basic auth, and a TLS handshake must happen on the connection's own thread so a
-slow client cannot stall the accept loop.
+slow client cannot stall the accept loop. Each open connection holds one thread, so at most
+`max_connections` are served at once: a connection beyond the cap waits (briefly, on the accept
+thread, and then in the kernel's listen backlog, without a thread of its own) for one to close,
+and is closed unanswered if none does within CONNECTION_QUEUE_SECONDS. Requests for the metrics
+that arrive while a rendering is in flight share it (body and gzip), as the collectors share
+their collections: a hundred scrapers cost about one rendering each time, not a hundred.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -23,10 +29,23 @@ from prometheus_client import CollectorRegistry
 from exporter import __version__
 from exporter.exposition import CONTENT_TYPE, render
 from exporter.webconfig import WebConfig
+from exporter.worker import SingleFlight
 
 LOG = logging.getLogger("exporter.http")
 CONNECTION_TIMEOUT_SECONDS = 30.0
+CONNECTION_QUEUE_SECONDS = 0.5
+DEFAULT_MAX_CONNECTIONS = 100
+REFUSAL_LOG_INTERVAL_SECONDS = 60.0
 GZIP_MIN_BYTES = 1024
+RENDER_TIMEOUT_SECONDS = 60.0  # each collector has its own, shorter deadline inside
+
+
+class RenderedMetrics:
+    """One rendering of the registry, shared by the requests that waited for it."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.gzipped = gzip.compress(body, compresslevel=1) if len(body) >= GZIP_MIN_BYTES else None
 
 
 def parse_listen_address(address: str) -> tuple[str, int]:
@@ -45,12 +64,42 @@ class ExporterHTTPServer(ThreadingHTTPServer):
     request_queue_size = 64
 
     def __init__(self, address: tuple[str, int], registry: CollectorRegistry,
-                 telemetry_path: str, web_config: WebConfig) -> None:
+                 telemetry_path: str, web_config: WebConfig,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.registry = registry
         self.telemetry_path = telemetry_path
         self.web_config = web_config
+        self.max_connections = max_connections
+        self.refused_connections = 0
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._last_refusal_log = float("-inf")
+        self.rendering = SingleFlight("render", lambda: RenderedMetrics(render(registry)))
         super().__init__(address, ExporterRequestHandler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Start the connection's thread once a slot is free; close it if none frees soon."""
+        if not self._slots.acquire(timeout=CONNECTION_QUEUE_SECONDS):
+            self.refused_connections += 1
+            now = time.monotonic()
+            if now - self._last_refusal_log >= REFUSAL_LOG_INTERVAL_SECONDS:
+                self._last_refusal_log = now
+                LOG.warning("%d connections open (--web.max-connections): closing new ones "
+                            "until some end (%d refused so far)", self.max_connections,
+                            self.refused_connections)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def get_request(self) -> tuple[Any, Any]:
         connection, client = super().get_request()
@@ -78,6 +127,7 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: Prometheus reuses its connection
     server: ExporterHTTPServer
     server_version = f"aiinfra-exporter/{__version__}"
+    _send_body = True
 
     def setup(self) -> None:
         if isinstance(self.request, ssl.SSLSocket):
@@ -96,6 +146,14 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
             LOG.debug("connection from %s ended: %s", self.client_address, error)
 
     def do_GET(self) -> None:
+        self._respond(send_body=True)
+
+    def do_HEAD(self) -> None:
+        """As GET, without the body (Content-Length is still the GET body's)."""
+        self._respond(send_body=False)
+
+    def _respond(self, send_body: bool) -> None:
+        self._send_body = send_body
         if not self._authorized():
             self._send(401, b"Unauthorized\n", "text/plain; charset=utf-8",
                        {"WWW-Authenticate": 'Basic realm="aiinfra-exporter"'})
@@ -123,18 +181,17 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
         return self.server.web_config.check_password(username, password)
 
     def _send_metrics(self) -> None:
-        try:
-            body = render(self.server.registry)  # text 0.0.4, which every Prometheus accepts
+        try:  # text 0.0.4, which every Prometheus accepts
+            rendered: RenderedMetrics = self.server.rendering.call(RENDER_TIMEOUT_SECONDS)
         except Exception:  # a broken exposition must still answer, with a reason
             LOG.exception("rendering metrics failed")
             self._send(500, b"error rendering metrics; see the exporter's log\n",
                        "text/plain; charset=utf-8")
             return
-        extra = {}
-        if len(body) >= GZIP_MIN_BYTES and "gzip" in self.headers.get("Accept-Encoding", ""):
-            body = gzip.compress(body, compresslevel=1)
-            extra["Content-Encoding"] = "gzip"
-        self._send(200, body, CONTENT_TYPE, extra)
+        if rendered.gzipped is not None and "gzip" in self.headers.get("Accept-Encoding", ""):
+            self._send(200, rendered.gzipped, CONTENT_TYPE, {"Content-Encoding": "gzip"})
+        else:
+            self._send(200, rendered.body, CONTENT_TYPE)
 
     def _landing_page(self) -> bytes:
         path = html.escape(self.server.telemetry_path)
@@ -151,7 +208,8 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
         for name, value in {**self.server.web_config.headers, **(extra_headers or {})}.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(body)
+        if self._send_body:
+            self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:
         LOG.debug("%s " + format, self.client_address[0], *args)

@@ -4,8 +4,11 @@
 
 No simulation and no `pip install` needed (the repo root is put on sys.path; bcrypt, click and
 pyyaml are not imported). Prints the driver, every GPU series, the fields each GPU does not
-support, the collection time per GPU and per scrape, and exits non-zero when NVML is missing, a
-GPU is down, or any collector fails.
+support, the time a background read of each GPU takes, the scrape-path time per GPU (what a
+scrape spends on a GPU now that reads run on each GPU's sampler thread; target <= 1 ms), the
+time per scrape, and exits non-zero when NVML is missing, a GPU is down, or any collector
+fails. Last, the process collector's per-group GPU memory and utilisation for one group of every
+process, beside NVML's per-process memory it should sum.
 """
 
 from __future__ import annotations
@@ -19,21 +22,49 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+import pynvml  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
+from exporter.collector_config import parse_collector_config  # noqa: E402
 from exporter.collectors.gpu import GpuCollector, declare_families  # noqa: E402
+from exporter.collectors.process import ProcessCollector  # noqa: E402
 from exporter.exposition import render  # noqa: E402
 from exporter.families import FamilyBook  # noqa: E402
-from exporter.nvml import NvmlSession, NvmlUnavailable  # noqa: E402
+from exporter.nvml import (  # noqa: E402
+    NvmlSession,
+    NvmlUnavailable,
+    describe_error,
+    gpu_memory_by_pid,
+)
 from exporter.registry import (  # noqa: E402
     COLLECTORS,
     ExporterOptions,
     ScrapeCollector,
     load_collectors,
 )
+from exporter.worker import CallTimeout  # noqa: E402
 
 GPU_COLLECTORS = ("gpu", "xid", "gpu_processes")
 XID_SETTLE_SECONDS = 1.5
+
+
+TARGET_SCRAPE_PATH_MS_PER_GPU = 1.0
+
+
+def scrape_path_per_gpu(collector: GpuCollector, rounds: int) -> float:
+    """Milliseconds a scrape spends per GPU in the gpu collector (copying sampled readings)."""
+    devices = collector.session.devices
+    seconds = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        collector.collect()
+        seconds.append(time.perf_counter() - started)
+    per_gpu = statistics.median(seconds) / max(1, len(devices)) * 1e3
+    print(f"\nscrape-path time per GPU (gpu collector, from the sampled readings): "
+          f"{per_gpu:.3f} ms p50 over {rounds} scrapes; target <= "
+          f"{TARGET_SCRAPE_PATH_MS_PER_GPU:g} ms: "
+          f"{'met' if per_gpu <= TARGET_SCRAPE_PATH_MS_PER_GPU else 'MISSED'}")
+    return per_gpu
 
 
 def per_gpu_timings(collector: GpuCollector, rounds: int) -> int:
@@ -43,7 +74,8 @@ def per_gpu_timings(collector: GpuCollector, rounds: int) -> int:
     declared = book.names() - {"aiinfra_gpu_up"}
     optional = {name for name in declared if "_mig_" in name}  # only present with MIG on
     down = 0
-    print("\nper-GPU collection time (read_device, all fields):")
+    print(f"\nper-GPU background read time (read_device, all fields; on each GPU's sampler "
+          f"thread every {collector.interval_seconds:g}s, off the scrape path):")
     for device in collector.session.devices:
         seconds = []
         rows = None
@@ -60,6 +92,32 @@ def per_gpu_timings(collector: GpuCollector, rounds: int) -> int:
               f"{statistics.median(seconds) * 1e3:.2f} ms, max {max(seconds) * 1e3:.2f} ms, "
               f"{len(rows)} series; unsupported here: {', '.join(missing) or 'none'}")
     return down
+
+
+def per_group_gpu_usage(session: NvmlSession) -> None:
+    """Every process in one group: its GPU memory per GPU must equal NVML's per-process sum
+    (unless the processes live in another pid namespace, e.g. this runs in a container)."""
+    every_process = {"process": {"groups": [{"name": "all", "match": {"cmdline": "."}}]}}
+    options = ExporterOptions(nvml=session, collector_config=parse_collector_config(
+        Path("gpu_check"), every_process))
+    collector = ProcessCollector(options)
+    collector.start()  # matches the processes and waits for each GPU's first reading
+    families = {family.name: family for family in collector.collect()}
+    collector.stop()
+    print("\nper-group GPU usage (one group of every process; process collector):")
+    for name in ("aiinfra_process_group_gpu_memory_bytes",
+                 "aiinfra_process_group_gpu_utilization_ratio"):
+        for sample in families[name].samples if name in families else []:
+            print(f"  {sample.name}{{gpu={sample.labels['gpu']!r}}} {sample.value}")
+    for device in session.devices:  # each GPU asked on its own sampler thread
+        try:
+            used = sum(session.sampler(device).submit(
+                lambda device=device: gpu_memory_by_pid(session.nvml, device.handle),
+                options.gpu_timeout_seconds).wait(options.gpu_timeout_seconds).values())
+        except (pynvml.NVMLError, CallTimeout) as error:
+            print(f"  GPU {device.index}: no per-process data ({describe_error(error)})")
+            continue
+        print(f"  NVML per-process memory on GPU {device.index}, summed: {used}")
 
 
 def main() -> int:
@@ -80,18 +138,20 @@ def check(session: NvmlSession, scrapes: int, gpu_only: bool) -> int:
         return 2
     print(f"NVML ok: driver {session.driver_version}, CUDA {session.cuda_version}, "
           f"{len(devices)} GPU(s)")
-    for device in devices:
-        print(f"  GPU {device.index}: {device.name} {device.uuid} {device.pci_bus_id}")
 
     load_collectors()
     options = ExporterOptions(nvml=session)
-    names = GPU_COLLECTORS if gpu_only else sorted(COLLECTORS)
+    names = GPU_COLLECTORS if gpu_only else sorted(
+        name for name, cls in COLLECTORS.items() if cls.config_section is None)
     collectors = [COLLECTORS[name](options) for name in names]
     scrape = ScrapeCollector(collectors)
     scrape.start()
     time.sleep(XID_SETTLE_SECONDS)  # let the Xid thread register its event set
+    for device in devices:  # identities are read by each GPU's sampler thread
+        print(f"  GPU {device.index}: {device.name} {device.uuid} {device.pci_bus_id}")
     gpu_collector = next(c for c in collectors if isinstance(c, GpuCollector))
     down = per_gpu_timings(gpu_collector, rounds=5)
+    scrape_path_per_gpu(gpu_collector, rounds=max(1, scrapes))
 
     registry = CollectorRegistry()
     registry.register(scrape)
@@ -111,6 +171,7 @@ def check(session: NvmlSession, scrapes: int, gpu_only: bool) -> int:
           f"{statistics.median(scrape_seconds) * 1e3:.2f} ms, max "
           f"{max(scrape_seconds) * 1e3:.2f} ms over {len(scrape_seconds)} scrapes")
     scrape.stop()
+    per_group_gpu_usage(session)
     session.shutdown()
     if failed or down:
         print(f"FAIL: {len(failed)} collector(s) failed, {down} GPU(s) down: {failed}",

@@ -1,8 +1,9 @@
 """`make run`: the whole stack on this machine's loopback ports, until Ctrl-C.
 
 Starts the exporter, the anomaly sidecar (anomaly_sidecar/examples/stack.yml), Prometheus with
-the shipped rules and Alertmanager with the shipped routing, prints their URLs, and stops them
-all cleanly on Ctrl-C or SIGTERM. State and logs go to ./.run/. Slack is used only when a
+the shipped rules, Alertmanager with the shipped routing and a demo model endpoint that the
+exporter probes (scripts/demo_model.py), prints their URLs, and stops them all cleanly on Ctrl-C
+or SIGTERM. State and logs go to ./.run/. Slack is used only when a
 webhook URL file is given (--slack-webhook-url-file or $SLACK_WEBHOOK_URL_FILE).
 """
 
@@ -77,6 +78,8 @@ def print_urls(stack: Stack, args: argparse.Namespace) -> None:
           f"sidecar       {stack.url('sidecar')}/metrics\n"
           f"prometheus    {stack.url('prometheus')}  (alerts: {stack.url('prometheus')}/alerts)\n"
           f"alertmanager  {stack.url('alertmanager')}  ({slack})\n"
+          f"demo model    {stack.url('model')}/v1/predict  (slow it down: curl -X PUT -d "
+          f"'{{\"latency_seconds\": 1}}' {stack.url('model')}/control)\n"
           f"logs and state in {stack.run_dir}; Ctrl-C stops everything", flush=True)
 
 

@@ -1,4 +1,5 @@
-"""Start and stop the whole local stack: exporter, anomaly sidecar, Prometheus, Alertmanager.
+"""Start and stop the whole local stack: exporter, anomaly sidecar, Prometheus, Alertmanager,
+and a demo model endpoint the exporter probes (scripts/demo_model.py).
 
 `make run` (scripts/run_stack.py), the end-to-end tests and benchmarks/e2e_latency.py all go
 through this one class, so the stack that is tested and measured is the one users start. Every
@@ -30,8 +31,12 @@ from scripts.stack_config import (
     prometheus_config,
 )
 
-DEFAULT_PORTS = {"exporter": 10100, "sidecar": 10101, "prometheus": 9090, "alertmanager": 9093}
+DEFAULT_PORTS = {"exporter": 10100, "sidecar": 10101, "prometheus": 9090, "alertmanager": 9093,
+                 "model": 10103}
 DEFAULT_SIDECAR_CONFIG = REPO_ROOT / "anomaly_sidecar" / "examples" / "stack.yml"
+# The exporter's probe targets and process group for the demo model (scripts/demo_model.py).
+DEMO_EXPORTER_CONFIG = REPO_ROOT / "scripts" / "demo_exporter.yml"
+DEMO_MODEL_JOB = "demo_model"  # scraped for the model server's own latency histogram
 # Prometheus job name of each component (as in the shipped prometheus.yml).
 JOBS = {"exporter": "aiinfra_exporter", "sidecar": "anomaly_sidecar",
         "prometheus": "prometheus", "alertmanager": "alertmanager"}
@@ -125,9 +130,15 @@ class Stack:
             self.options.slack_url_file, self.options.remediation_url,
             self.options.route_timing), run_dir / "alertmanager.yml")
         sidecar_yml = self._render_sidecar(address)
+        exporter_yml = self._render_exporter_config(address)
         return [
+            Component("model", [sys.executable, str(REPO_ROOT / "scripts" / "demo_model.py"),
+                                f"--listen-address={address['model']}"],
+                      f"{self.url('model')}/healthz"),
             Component("exporter", [console_script("aiinfra-exporter"),
                                    f"--web.listen-address={address['exporter']}",
+                                   "--collector.probe", "--collector.process",
+                                   f"--config.file={exporter_yml}",
                                    *self.options.exporter_args],
                       f"{self.url('exporter')}/metrics"),
             Component("alertmanager", [
@@ -157,8 +168,16 @@ class Stack:
         config = prometheus_config(
             {JOBS[name]: address[name] for name in JOBS}, address["alertmanager"], rule_files,
             self.options.scrape_interval, self.options.evaluation_interval,
-            extra_jobs=self.options.extra_scrape_jobs)
+            extra_jobs={DEMO_MODEL_JOB: address["model"], **self.options.extra_scrape_jobs})
         return dump_yaml(config, self.run_dir / "prometheus.yml")
+
+    def _render_exporter_config(self, address: Mapping[str, str]) -> Path:
+        """The demo exporter config with its probes pointed at this stack's demo model."""
+        config = load_yaml(DEMO_EXPORTER_CONFIG)
+        shipped = f"127.0.0.1:{DEFAULT_PORTS['model']}"
+        for target in config["probe"]["targets"]:
+            target["url"] = target["url"].replace(shipped, address["model"])
+        return dump_yaml(config, self.run_dir / "exporter.yml")
 
     def _render_sidecar(self, address: Mapping[str, str]) -> Path:
         """The sidecar config with its reader and listen address on this stack's ports."""

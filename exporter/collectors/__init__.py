@@ -11,5 +11,7 @@ from exporter.collectors import (  # noqa: F401 -- imported for their @register 
     memory,
     netdev,
     pressure,
+    probe,
+    process,
     xid,
 )

@@ -1,7 +1,7 @@
 """File system size, free and available bytes per mount point (pseudo file systems excluded).
 
-statvfs on a dead network mount blocks forever, so the reads run on one worker thread with a
-deadline, like NVML calls.
+statvfs on a dead network mount blocks forever; the scrape waits for this collector (which runs
+on its own thread, as every collector does) at most --collector.filesystem.timeout.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from collections.abc import Iterable
 import psutil
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from exporter.registry import Collector, CollectorFailed, ExporterOptions, register
-from exporter.worker import TimedWorker, WorkerBusy, WorkerTimeout
+from exporter.registry import Collector, register
 
 
 @register
@@ -21,17 +20,11 @@ class FilesystemCollector(Collector):
     name = "filesystem"
     help_text = "filesystem size/free/avail per mountpoint"
 
-    def __init__(self, options: ExporterOptions) -> None:
-        super().__init__(options)
-        self.worker = TimedWorker(self.name)
+    @property
+    def timeout_seconds(self) -> float:
+        return self.options.filesystem_timeout_seconds
 
     def collect(self) -> Iterable[Metric]:
-        try:
-            return self.worker.run(self._collect_now, self.options.filesystem_timeout_seconds)
-        except (WorkerBusy, WorkerTimeout) as error:
-            raise CollectorFailed(f"statvfs hung (a stale network mount?): {error}") from error
-
-    def _collect_now(self) -> list[Metric]:
         labels = ["device", "fstype", "mountpoint"]
         size = GaugeMetricFamily("aiinfra_filesystem_size_bytes", "File system size.",
                                  labels=labels)

@@ -1,18 +1,19 @@
 """GPU collector: per-GPU utilisation, memory, thermals, power, clocks, errors and MIG via NVML.
 
-A GPU that fails a call (lost, Unknown) reports `aiinfra_gpu_up 0` and nothing else, while the
-other GPUs are unaffected; a field the GPU does not support is skipped without a log line.
+A GPU that fails a call (lost, Unknown) or hangs reports `aiinfra_gpu_up 0` and nothing else,
+while the other GPUs are unaffected; a field the GPU does not support is skipped without a log
+line. Each GPU is read on its own sampler thread (see nvml_collector for the staleness bound).
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
 import pynvml
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from exporter.device_watch import DeviceState
 from exporter.families import FamilyBook
 from exporter.nvml import (
     GpuDevice,
@@ -20,12 +21,11 @@ from exporter.nvml import (
     field_reading,
     is_field_unavailable,
     is_never_supported,
+    nvml_function,
     read_field,
 )
 from exporter.nvml_collector import NvmlCollector
 from exporter.registry import ExporterOptions, register
-
-LOG = logging.getLogger("exporter.gpu")
 
 Rows = list[tuple[str, list[str], float]]
 
@@ -128,23 +128,21 @@ def declare_families(book: FamilyBook) -> None:
 class GpuCollector(NvmlCollector):
     name = "gpu"
     help_text = "NVIDIA GPU metrics via NVML"
+    watch_key = "gpu"
 
     def __init__(self, options: ExporterOptions) -> None:
         super().__init__(options)
-        self._down: set[int] = set()  # GPUs already logged as down, so each is logged once
         self._never_supported: set[tuple[int, str, str]] = set()
 
-    def _collect_now(self) -> list[Metric]:
-        devices = self.session.ensure_initialized()
+    def families(self, states: list[DeviceState]) -> list[Metric]:
         count = GaugeMetricFamily("aiinfra_gpus", "Number of GPUs NVML reports.")
-        count.add_metric([], float(len(devices)))
+        count.add_metric([], float(len(states)))
         book = FamilyBook()
         declare_families(book)
-        for device in devices:
-            rows = self.read_device(device)
-            book.add("aiinfra_gpu_up", device.labels, 0.0 if rows is None else 1.0)
-            if rows is not None:
-                book.commit(rows)
+        for state in states:
+            book.add("aiinfra_gpu_up", state.device.labels, 0.0 if state.value is None else 1.0)
+            if state.value is not None:
+                book.commit(state.value)
         return [count, *book.families()]
 
     def read_device(self, device: GpuDevice) -> Rows | None:
@@ -152,22 +150,14 @@ class GpuCollector(NvmlCollector):
         rows: Rows = []
         try:
             if not self.session.refresh_identity(device):
-                self._mark_down(device, "it does not answer NVML")
+                self.mark_down(device, "it does not answer NVML")
                 return None
             self._read_into(device, rows)
         except pynvml.NVMLError as error:
-            self._mark_down(device, describe_error(error))
+            self.mark_down(device, describe_error(error))
             return None
-        if device.index in self._down:
-            self._down.discard(device.index)
-            LOG.info("GPU %d (%s) is answering again", device.index, device.uuid)
+        self.mark_up(device)
         return rows
-
-    def _mark_down(self, device: GpuDevice, reason: str) -> None:
-        if device.index not in self._down:
-            self._down.add(device.index)
-            LOG.warning("GPU %d (%s) is down: %s; its series are dropped, other GPUs unaffected",
-                        device.index, device.uuid or "uuid unknown", reason)
 
     def _read(self, device: GpuDevice, function_name: str, *args: Any) -> Any:
         """device.handle passed to an NVML getter; None when unsupported, remembered if for good.
@@ -178,10 +168,13 @@ class GpuCollector(NvmlCollector):
         key = (device.index, function_name, repr(args))
         if key in self._never_supported:
             return None
+        function = nvml_function(self.session.nvml, function_name)
+        if function is None:
+            self._never_supported.add(key)
+            return None
         try:
-            function = getattr(self.session.nvml, function_name)
             return function(device.handle, *args)
-        except (pynvml.NVMLError, AttributeError) as error:
+        except pynvml.NVMLError as error:
             if is_never_supported(error):
                 self._never_supported.add(key)
                 return None

@@ -7,10 +7,13 @@ from typing import Any
 import pynvml
 from prometheus_client.core import Metric
 
+from exporter.device_watch import DeviceState
 from exporter.families import FamilyBook
-from exporter.nvml import read_field, text
+from exporter.nvml import GpuDevice, gpu_memory_by_pid, read_field, text
 from exporter.nvml_collector import NvmlCollector
 from exporter.registry import register
+
+ProcessRows = list[tuple[int, str, float]]  # pid, process name, bytes used
 
 
 @register
@@ -18,31 +21,33 @@ class GpuProcessesCollector(NvmlCollector):
     name = "gpu_processes"
     default_enabled = False
     help_text = "GPU memory per process (pid, process_name labels)"
+    watch_key = "processes"
 
-    def _collect_now(self) -> list[Metric]:
+    def read_device(self, device: GpuDevice) -> ProcessRows | None:
+        """The processes on one GPU with their memory; None if it is down (the gpu collector
+        reports that)."""
         nvml: Any = self.session.nvml
+        if not self.session.refresh_identity(device):
+            return None
+        try:
+            return [(pid, text(read_field(nvml, "nvmlSystemGetProcessName", pid) or ""),
+                     float(used))
+                    for pid, used in sorted(gpu_memory_by_pid(nvml, device.handle).items())]
+        except pynvml.NVMLError:
+            return None
+
+    def families(self, states: list[DeviceState]) -> list[Metric]:
         book = FamilyBook()
         book.gauge("aiinfra_gpu_process_memory_bytes", "GPU memory used by a process.",
                    ("pid", "process_name"))
-        names: dict[int, str] = {}
-        for device in self.session.ensure_initialized():
-            if device.handle is None:
-                continue
-            processes = []
-            try:
-                for getter in ("nvmlDeviceGetComputeRunningProcesses",
-                               "nvmlDeviceGetGraphicsRunningProcesses"):
-                    processes += read_field(nvml, getter, device.handle) or []
-            except pynvml.NVMLError:
-                continue  # the gpu collector reports this GPU as down
-            used_by_pid: dict[int, int] = {}
-            for process in processes:
-                used = process.usedGpuMemory  # None: not visible (e.g. another container)
-                if used is not None:
-                    used_by_pid[process.pid] = used_by_pid.get(process.pid, 0) + used
-            for pid, used in sorted(used_by_pid.items()):
-                if pid not in names:
-                    names[pid] = text(read_field(nvml, "nvmlSystemGetProcessName", pid) or "")
+        for state in states:
+            for pid, process_name, used in state.value or ():
                 book.add("aiinfra_gpu_process_memory_bytes",
-                         [*device.labels, str(pid), names[pid]], float(used))
+                         [*state.device.labels, str(pid), process_name], used)
         return book.families()
+
+    def mark_down(self, device: GpuDevice, reason: str) -> None:
+        """The gpu collector logs a GPU going down; this one stays quiet about it."""
+
+    def mark_up(self, device: GpuDevice) -> None:
+        """As mark_down."""

@@ -1,7 +1,9 @@
 """Xid collector: a background NVML event thread counts Xid critical errors per GPU and code.
 
 Xids are events, not states, so they are counted (`_total`) with the time of the last one,
-instead of dcgm-exporter's last-value gauge that loses every Xid but the latest.
+instead of dcgm-exporter's last-value gauge that loses every Xid but the latest. Each GPU is
+registered for events on its own sampler thread with a deadline, so a hung GPU is left out (and
+logged) while the others are watched.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import pynvml
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from exporter.families import GPU_LABELS
-from exporter.nvml import NvmlSession, describe_error, is_field_unavailable
+from exporter.nvml import GpuDevice, NvmlSession, describe_error, is_field_unavailable
 from exporter.registry import Collector, CollectorFailed, ExporterOptions, register
+from exporter.worker import CallTimeout
 
 LOG = logging.getLogger("exporter.xid")
 WAIT_MILLISECONDS = 500
@@ -48,7 +51,8 @@ class XidCollector(Collector):
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="xid-events", daemon=True)
             self._thread.start()
-        self._settled.wait(self.options.gpu_timeout_seconds)
+        # nvmlInit and the registrations each have gpu_timeout_seconds: wait for both.
+        self._settled.wait(2 * self.options.gpu_timeout_seconds + 1)
         with self._lock:
             problem = self._problem
         if problem is not None:
@@ -83,7 +87,7 @@ class XidCollector(Collector):
         """Watch for events until stopped; on any failure wait and set everything up again."""
         while not self._stopping.is_set():
             try:
-                self.session.ensure_initialized()
+                self.session.ensure_initialized(self.options.gpu_timeout_seconds)
                 self._watch()
             except CollectorFailed as error:
                 self._set_problem(str(error))
@@ -95,17 +99,7 @@ class XidCollector(Collector):
         nvml: Any = self.session.nvml
         event_set = nvml.nvmlEventSetCreate()
         try:
-            watched = 0
-            for device in self.session.devices:
-                if device.handle is None:
-                    continue
-                try:
-                    nvml.nvmlDeviceRegisterEvents(device.handle,
-                                                  pynvml.nvmlEventTypeXidCriticalError, event_set)
-                    watched += 1
-                except pynvml.NVMLError as error:
-                    LOG.info("GPU %d: Xid events not watched: %s", device.index,
-                             describe_error(error))
+            watched = self._register_all(event_set)
             if self.session.devices and not watched:
                 raise CollectorFailed("no GPU supports Xid event registration")
             self._set_problem(None)
@@ -126,6 +120,36 @@ class XidCollector(Collector):
                 nvml.nvmlEventSetFree(event_set)
             except pynvml.NVMLError as error:
                 LOG.debug("nvmlEventSetFree: %s", describe_error(error))
+
+    def _register_all(self, event_set: Any) -> int:
+        """Register every GPU for Xid events, each on its own sampler thread, all at once;
+        returns how many were registered (a GPU that errors or hangs is logged and skipped)."""
+        timeout = self.options.gpu_timeout_seconds
+        calls = []
+        for device in self.session.devices:
+            try:
+                calls.append((device, self.session.sampler(device).submit(
+                    lambda device=device: self._register(device, event_set), timeout)))
+            except CallTimeout as error:
+                LOG.info("GPU %d: Xid events not watched: %s", device.index, error)
+        watched = 0
+        for device, call in calls:
+            try:
+                watched += bool(call.wait(timeout))
+            except CallTimeout as error:
+                LOG.info("GPU %d: Xid events not watched: %s", device.index, error)
+            except pynvml.NVMLError as error:
+                LOG.info("GPU %d: Xid events not watched: %s", device.index,
+                         describe_error(error))
+        return watched
+
+    def _register(self, device: GpuDevice, event_set: Any) -> bool:
+        if not self.session.refresh_identity(device):
+            return False
+        self.session.nvml.nvmlDeviceRegisterEvents(device.handle,
+                                                   pynvml.nvmlEventTypeXidCriticalError,
+                                                   event_set)
+        return True
 
     def _count(self, handle: Any, xid: int) -> None:
         device = self.session.device_for_handle(handle)

@@ -133,6 +133,7 @@ def inhibited_alerts(base_url: str) -> set[tuple[str, str, str, str]]:
 def test_inhibition_exporter_down_gpu_lost_and_critical_over_warning(running_alertmanager):
     service, _catcher = running_alertmanager
     gpu, anomaly = {"category": "gpu"}, {"category": "anomaly", "for": "cpu"}
+    inference = {"category": "inference", "group": "model"}
     post_alerts(service.url, [
         {"alertname": "ExporterDown", "severity": "critical", "category": "host", "instance": "n1"},
         {"alertname": "GpuHighTemperature", "severity": "warning", "instance": "n1", "gpu": "0",
@@ -144,10 +145,20 @@ def test_inhibition_exporter_down_gpu_lost_and_critical_over_warning(running_ale
         {"alertname": "AnomalyScoreHigh", "severity": "critical", "instance": "n3", **anomaly},
         {"alertname": "AnomalyScoreHigh", "severity": "warning", "instance": "n3", **anomaly},
         {"alertname": "AnomalyScoreHigh", "severity": "warning", "instance": "n4", **anomaly},
+        {"alertname": "ProcessGroupAbsent", "severity": "critical", "instance": "n1",
+         **inference},
+        {"alertname": "ProcessGroupGpuMemoryNearlyFull", "severity": "warning", "instance": "n5",
+         "gpu": "0", **inference},
+        {"alertname": "GpuMemoryNearlyFull", "severity": "warning", "instance": "n5", "gpu": "0",
+         **gpu},
+        {"alertname": "GpuMemoryNearlyFull", "severity": "warning", "instance": "n5", "gpu": "1",
+         **gpu},
     ])
     expected = {
         ("GpuHighTemperature", "n1", "warning", "0"),  # its exporter is down
         ("AnomalyScoreHigh", "n1", "warning", ""),     # its exporter is down
+        ("ProcessGroupAbsent", "n1", "critical", ""),  # its exporter is down
+        ("GpuMemoryNearlyFull", "n5", "warning", "0"),  # a process group on it is named
         ("GpuXidErrors", "n2", "warning", "1"),        # that GPU is lost (GPU 0 is not)
         ("AnomalyScoreHigh", "n3", "warning", ""),     # its critical twin fires (n4 has none)
     }

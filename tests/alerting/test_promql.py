@@ -27,7 +27,8 @@ def test_every_expression_is_collected():
     """Guards the test below against passing vacuously on an empty list."""
     expressions = shipped_expressions()
     assert len(expressions) >= 40
-    assert all("$" not in promql for _, promql in expressions)
+    # Grafana's $variables must all be replaced; rules may use label_replace's "$1".
+    assert all("$" not in promql for where, promql in expressions if where.endswith(".json"))
 
 
 def test_prometheus_accepts_every_shipped_expression(running_prometheus):

@@ -60,7 +60,7 @@ def test_every_alert_is_unit_tested_both_firing_and_silent():
                          ids=lambda rule: f"{rule['alert']}-{rule['labels']['severity']}")
 def test_alert_carries_severity_category_and_links(rule):
     assert rule["labels"]["severity"] in {"info", "warning", "critical"}
-    assert rule["labels"]["category"] in {"host", "gpu", "anomaly", "sidecar"}
+    assert rule["labels"]["category"] in {"host", "gpu", "anomaly", "sidecar", "inference"}
     assert set(rule["annotations"]) >= REQUIRED_ANNOTATIONS
     assert "$value" in rule["annotations"]["summary"] + rule["annotations"]["description"]
     assert rule["annotations"]["runbook_url"].endswith(

@@ -15,7 +15,7 @@ from tests.alerting.shipped import REPO_ROOT
 from tests.support.services import free_port, wait_for
 
 RUN_STACK = REPO_ROOT / "scripts" / "run_stack.py"
-COMPONENTS = ("exporter", "sidecar", "prometheus", "alertmanager")
+COMPONENTS = ("exporter", "sidecar", "prometheus", "alertmanager", "model")
 
 
 def test_run_stack_starts_everything_and_sigint_stops_every_child(tmp_path):
@@ -45,7 +45,12 @@ def test_run_stack_starts_everything_and_sigint_stops_every_child(tmp_path):
 
         health = wait_for(all_up, 60, message="every target up")
         assert set(health) == {"aiinfra_exporter", "anomaly_sidecar", "prometheus",
-                               "alertmanager"}
+                               "alertmanager", "demo_model"}
+        exporter = requests.get(f"http://127.0.0.1:{ports['exporter']}/metrics", timeout=5).text
+        assert 'aiinfra_process_group_processes{group="demo-model"} 1.0' in exporter
+        wait_for(lambda: 'aiinfra_probe_success{target="demo-model"} 1.0' in requests.get(
+            f"http://127.0.0.1:{ports['exporter']}/metrics", timeout=5).text, 30,
+            message="the demo model probed successfully")
         rendered = yaml.safe_load((tmp_path / "run" / "alertmanager.yml").read_text())
         assert rendered["global"]["slack_api_url_file"] == str(slack_file)
         assert "never-called" not in (tmp_path / "run" / "alertmanager.yml").read_text()

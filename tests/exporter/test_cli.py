@@ -9,8 +9,15 @@ import time
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.exporter.support import REPO_ROOT, collector_success, exporter_process, run_cli
+from tests.exporter.support import (
+    REPO_ROOT,
+    by_label,
+    collector_success,
+    exporter_process,
+    run_cli,
+)
 
 
 @pytest.mark.parametrize(("flag", "expected"), [
@@ -23,6 +30,10 @@ from tests.exporter.support import REPO_ROOT, collector_success, exporter_proces
     ("--collector.nvlink", "--collector.nvlink"),
     ("--gpu.simulate=-1", "--gpu.simulate"),
     ("--gpu.simulate-faults=0:lost", "--gpu.simulate-faults"),
+    ("--gpu.simulate-latency=1ms", "--gpu.simulate-latency"),
+    ("--web.max-connections=0", "--web.max-connections"),
+    ("--collector.gpu.sample-interval=0s", "--collector.gpu.sample-interval"),
+    ("--collector.timeout=2d", "--collector.timeout"),
 ])
 def test_bad_flags_exit_2_naming_the_flag(flag: str, expected: str) -> None:
     result = run_cli(flag)
@@ -45,6 +56,14 @@ def test_bad_fault_spec_names_the_entry() -> None:
     ("tls_server_config: [1, 2]\n", "tls_server_config: expected a mapping"),
     ("tls_server_config:\n  cert_fil: a\n", "unknown key 'cert_fil'"),
     ("basic_auth_users: {a: b\n", "not valid YAML"),
+    ("http_server_config:\n  headers:\n    Set-Cookie: a=b\n",
+     "http_server_config.headers.Set-Cookie: this header cannot be configured"),
+    ("http_server_config:\n  headers:\n    Content-Security-Policy: \"a\\r\\nSet-Cookie: x=y\"\n",
+     "http_server_config.headers.Content-Security-Policy: the value contains a control"),
+    ("http_server_config:\n  headers:\n    X-Frame-Options: allow\n",
+     "X-Frame-Options: 'allow' is not one of deny, sameorigin"),
+    ("basic_auth_users:\n  prometheus: $2y$99$" + "a" * 53 + "\n",
+     "basic_auth_users.prometheus: not a bcrypt hash"),
 ])
 def test_bad_web_config_exits_2_naming_the_key(tmp_path, config: str, expected: str) -> None:
     path = tmp_path / "web.yml"
@@ -53,6 +72,36 @@ def test_bad_web_config_exits_2_naming_the_key(tmp_path, config: str, expected: 
     assert result.returncode == 2, result.stderr
     assert "--web.config.file" in result.stderr and str(path) in result.stderr
     assert expected in result.stderr
+
+
+def alias_bomb() -> str:
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    pytest.param("basic_auth_users:\n  prometheus: caf\u00e9\n".encode("latin-1"),
+                 "is not UTF-8 text (byte 0xe9", id="latin-1"),
+    pytest.param("basic_auth_users: {}\n".encode("utf-16"), "is UTF-16 text", id="utf-16"),
+    pytest.param(("a: " + "[" * 5000 + "]" * 5000 + "\n").encode(),
+                 "nested deeper than 64 levels", id="5000-deep"),
+    pytest.param(alias_bomb().encode(), "expand to more than 100,000 nodes", id="alias-bomb"),
+])
+@pytest.mark.parametrize("flag", ["--web.config.file", "--config.file"])
+def test_unreadable_yaml_file_exits_2_without_a_traceback(tmp_path, content: bytes,
+                                                          expected: str, flag: str) -> None:
+    """Both YAML files the exporter reads go through strict_input."""
+    path = tmp_path / "exporter.yml"
+    path.write_bytes(content)
+    started = time.monotonic()
+    result = run_cli(f"{flag}={path}")
+    assert time.monotonic() - started < 20
+    assert result.returncode == 2, result.stderr
+    assert flag in result.stderr
+    assert expected in result.stderr and str(path) in result.stderr
+    assert "Traceback" not in result.stderr and "lol" not in result.stderr
+    assert len(result.stderr) < 2000
 
 
 def test_web_config_client_auth_rules(tmp_path) -> None:
@@ -144,14 +193,32 @@ def test_importing_and_running_the_exporter_never_loads_tensorflow() -> None:
     assert "HEAVY []" in result.stdout, result.stdout
 
 
-def test_hung_nvml_scrape_answers_within_the_flag_timeout(tmp_path) -> None:
+def test_a_hung_gpu_marks_only_itself_down(tmp_path) -> None:
+    """--gpu.simulate-faults=1:hang: GPU 0 keeps every series, the gpu and xid collectors keep
+    succeeding (the Xid thread watches GPU 0), and each scrape answers within the timeout."""
+    healthy = tmp_path / "healthy"
+    with exporter_process(healthy, "--gpu.simulate=2") as exporter:
+        reference = requests.get(exporter.url + "/metrics", timeout=10).text
     with exporter_process(tmp_path, "--gpu.simulate=2", "--gpu.simulate-faults=1:hang",
                           "--collector.gpu.timeout=300ms") as exporter:
         for _ in range(3):
             started = time.monotonic()
             text = requests.get(exporter.url + "/metrics", timeout=10).text
-            assert time.monotonic() - started < 2.0
+            assert time.monotonic() - started < 1.0
             success = collector_success(text)
-            assert success["gpu"] == 0.0 and success["cpu"] == 1.0
+            assert success["gpu"] == 1.0 and success["xid"] == 1.0 and success["cpu"] == 1.0
+            assert by_label(text, "aiinfra_gpu_up", "gpu") == {"0": 1.0, "1": 0.0}
+            gpu0_names = {name for name, gpu in series_of_gpus(text) if gpu == "0"}
+            assert gpu0_names == {name for name, gpu in series_of_gpus(reference) if gpu == "0"}
+            assert {gpu for _, gpu in series_of_gpus(text)
+                    if _ != "aiinfra_gpu_up"} == {"0"}
         log = exporter.log()
-    assert "did not answer within 0.3s" in log
+    assert "GPU 1 (uuid unknown) is down: NVML did not answer within 0.3s" in log
+    assert "GPU 1: Xid events not watched" in log
+
+
+def series_of_gpus(text: str) -> set[tuple[str, str]]:
+    """(metric name, gpu label) of every series that has a gpu label."""
+    return {(name, dict(labels)["gpu"]) for family in text_string_to_metric_families(text)
+            for name, labels in ((s.name, s.labels) for s in family.samples)
+            if "gpu" in labels}

@@ -67,7 +67,11 @@ def test_gpu_exposition_matches_golden_file() -> None:
 
 def test_fast_renderer_is_byte_identical_to_prometheus_client() -> None:
     from prometheus_client import CollectorRegistry
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+    )
     from prometheus_client.exposition import generate_latest
 
     from exporter.exposition import render
@@ -83,7 +87,9 @@ def test_fast_renderer_is_byte_identical_to_prometheus_client() -> None:
                 odd.add_metric([f'x"\\\n{number}', "é"], value)
             counter = CounterMetricFamily("events", "Events.", labels=["kind"])
             counter.add_metric(["a"], 3)
-            return [odd, counter, GaugeMetricFamily("no_labels", "Plain.", value=2)]
+            latency = HistogramMetricFamily("latency_seconds", "A histogram.", labels=["target"])
+            latency.add_metric(["x"], [("0.005", 1.0), ("60.0", 4.0), ("+Inf", 5.0)], 75.5)
+            return [odd, counter, latency, GaugeMetricFamily("no_labels", "Plain.", value=2)]
 
     nvml = SimulatedNVML(4, clock=lambda: 33.0)
     parse_fault_spec("0:mig=2,1:processes=2,3:lost", nvml)

@@ -34,6 +34,7 @@ def test_healthy_gpus_pass_and_every_series_is_printed(gpu_check, capsys) -> Non
     assert len([line for line in out.splitlines() if line.startswith("  GPU ")
                 and " series; " in line]) == 2  # one timing line per GPU
     assert "unsupported here: aiinfra_gpu_fan_speed_ratio" in out
+    assert "scrape-path time per GPU" in out and "target <= 1 ms" in out
     assert "OK: every collector succeeded" in out
 
 
@@ -46,3 +47,15 @@ def test_a_down_gpu_fails_the_check(gpu_check, capsys) -> None:
 def test_missing_nvml_fails_with_a_clear_message(gpu_check, capsys) -> None:
     assert gpu_check.check(session(0, "driver:missing"), 1, True) == 2
     assert "NVML unavailable" in capsys.readouterr().err
+
+
+def test_per_group_gpu_usage_matches_nvml_per_process(gpu_check, capsys) -> None:
+    import os
+
+    nvml = SimulatedNVML(1)
+    nvml.attach_process(0, os.getpid(), 3 * 1024**3, sm_percent=25)
+    assert gpu_check.check(NvmlSession(nvml), 1, True) == 0
+    out = capsys.readouterr().out
+    assert "aiinfra_process_group_gpu_memory_bytes{gpu='0'} 3221225472" in out
+    assert "aiinfra_process_group_gpu_utilization_ratio{gpu='0'} 0.25" in out
+    assert "NVML per-process memory on GPU 0, summed: 3221225472" in out

@@ -115,11 +115,10 @@ def test_a_never_supported_function_is_not_asked_again(monkeypatch) -> None:
         return original(handle)
 
     monkeypatch.setattr(nvml, "nvmlDeviceGetFanSpeed", counting)
-    scrape = build_scrape(GPU_NAMES, nvml)
-    for _ in range(3):
-        text = exposition(scrape)
-    assert asked.count(0) == 1 and asked.count(1) == 3
-    assert by_label(text, "aiinfra_gpu_fan_speed_ratio", "gpu") == {"1": 0.36}
+    scrape = build_scrape(GPU_NAMES, nvml, gpu_sample_interval_seconds=0.02)
+    wait_for(lambda: asked.count(1) >= 3, 5, 0.02, "three readings of GPU 1")
+    assert asked.count(0) == 1
+    assert by_label(exposition(scrape), "aiinfra_gpu_fan_speed_ratio", "gpu") == {"1": 0.36}
 
 
 def test_missing_pynvml_function_counts_as_unsupported(monkeypatch) -> None:
@@ -142,43 +141,64 @@ def test_a_failing_gpu_is_down_and_the_others_unaffected(fault: str) -> None:
 def test_gpu_lost_after_start_keeps_its_uuid_and_recovers(caplog) -> None:
     caplog.set_level(logging.INFO)
     nvml = simulated(2)
-    scrape = build_scrape(GPU_NAMES, nvml)
+    scrape = build_scrape(GPU_NAMES, nvml, gpu_sample_interval_seconds=0.02)
     healthy = samples(exposition(scrape), "aiinfra_gpu_up")
     nvml.devices[0].fault = "lost"
-    lost = samples(exposition(scrape), "aiinfra_gpu_up")
-    exposition(scrape)
+    lost = wait_for(lambda: (lambda up: up if 0.0 in up.values() else None)(
+        samples(exposition(scrape), "aiinfra_gpu_up")), 5, 0.02, "GPU 0 reported down")
+    time.sleep(0.1)  # several more readings of the lost GPU
     down_lines = [message for message in caplog.messages if "is down" in message]
-    assert len(down_lines) == 1 and "GpuIsLost" in down_lines[0]  # once, not per scrape
+    assert len(down_lines) == 1 and "GpuIsLost" in down_lines[0]  # once, not per reading
     assert set(lost) == set(healthy)  # same gpu/uuid labels, so the series continues
     assert sorted(lost.values()) == [0.0, 1.0]
     nvml.devices[0].fault = None
-    assert set(samples(exposition(scrape), "aiinfra_gpu_up").values()) == {1.0}
+    wait_for(lambda: set(samples(exposition(scrape), "aiinfra_gpu_up").values()) == {1.0}, 5,
+             0.02, "GPU 0 answering again")
 
 
-def test_hung_nvml_answers_within_timeout_without_piling_up_threads() -> None:
-    nvml = simulated(2)
-    scrape = build_scrape([*GPU_NAMES, "loadavg"], nvml, gpu_timeout_seconds=0.3)
-    assert collector_success(exposition(scrape))["gpu"] == 1.0
+def test_a_hung_gpu_is_down_alone_and_no_thread_piles_up() -> None:
+    nvml = simulated(3)
+    scrape = build_scrape([*GPU_NAMES, "xid", "loadavg"], nvml, gpu_timeout_seconds=0.3,
+                          gpu_sample_interval_seconds=0.02)
+    reference = exposition(scrape)
+    assert collector_success(reference)["gpu"] == 1.0
     nvml.devices[1].fault = "hang"
-    threads_before = set(threading.enumerate())
     try:
-        started = time.monotonic()
-        first = exposition(scrape)
-        first_seconds = time.monotonic() - started
-        assert first_seconds < 1.5
-        assert collector_success(first) == {"gpu": 0.0, "loadavg": 1.0}
-        assert "aiinfra_load1 " in first
+        wait_for(lambda: by_label(exposition(scrape), "aiinfra_gpu_up", "gpu")["1"] == 0.0, 3,
+                 0.05, "GPU 1 reported down")
+        threads_before = set(threading.enumerate())
         for _ in range(5):
             started = time.monotonic()
-            again = exposition(scrape)
-            assert time.monotonic() - started < 0.2  # refused at once: the worker is still stuck
-            assert collector_success(again)["gpu"] == 0.0
+            text = exposition(scrape)
+            assert time.monotonic() - started < 0.2  # nothing on the scrape path waits for it
+            assert collector_success(text) == {"gpu": 1.0, "xid": 1.0, "loadavg": 1.0}
+            assert by_label(text, "aiinfra_gpu_up", "gpu") == {"0": 1.0, "1": 0.0, "2": 1.0}
+            for name in ("aiinfra_gpu_utilization_ratio", "aiinfra_gpu_info",
+                         "aiinfra_gpu_energy_joules_total"):
+                assert set(by_label(text, name, "gpu")) == {"0", "2"}, name
         assert set(threading.enumerate()) - threads_before == set()  # no new thread per scrape
     finally:
         nvml.devices[1].fault = None
         nvml.release_hangs.set()
-    wait_for(lambda: collector_success(exposition(scrape))["gpu"] == 1.0, 5, 0.05,
-             "gpu collector recovering once the hung call returned")
+    wait_for(lambda: by_label(exposition(scrape), "aiinfra_gpu_up", "gpu")["1"] == 1.0, 5, 0.05,
+             "GPU 1 answering again once the hung call returned")
+
+
+def test_a_gpu_hung_from_the_start_leaves_the_others_and_xid_running() -> None:
+    nvml = simulated(2, "1:hang")
+    try:
+        started = time.monotonic()
+        scrape = build_scrape([*GPU_NAMES, "xid"], nvml, gpu_timeout_seconds=0.3)
+        assert time.monotonic() - started < 3
+        text = exposition(scrape)
+        assert collector_success(text) == {"gpu": 1.0, "xid": 1.0}
+        assert by_label(text, "aiinfra_gpu_up", "gpu") == {"0": 1.0, "1": 0.0}
+        assert samples(text, "aiinfra_gpus")[()] == 2
+        nvml.inject_xid(0, 31)
+        wait_for(lambda: by_label(exposition(scrape), "aiinfra_gpu_xid_errors_total",
+                                  "gpu") == {"0": 1.0}, 5, 0.05, "the Xid of GPU 0 counted")
+    finally:
+        nvml.release_hangs.set()
 
 
 def test_no_nvml_library_serves_host_metrics_and_logs_once(caplog) -> None:

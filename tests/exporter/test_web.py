@@ -1,6 +1,9 @@
-"""The real exporter process over HTTP and HTTPS: landing page, basic auth, TLS, client certs."""
+"""The real exporter process over HTTP and HTTPS: landing page, basic auth, TLS, client certs,
+HEAD, and the cap on open connections."""
 
 from __future__ import annotations
+
+import time
 
 import bcrypt
 import pytest
@@ -8,6 +11,7 @@ import requests
 
 from tests.exporter.support import exporter_process
 from tests.exporter.tls import make_certificates
+from tests.support.services import wait_for
 
 PASSWORD = "s3cret-scrape"
 
@@ -95,3 +99,48 @@ def test_client_certificate_required(tmp_path, certificates) -> None:
         assert response.ok and response.headers["X-Content-Type-Options"] == "nosniff"
         with pytest.raises((requests.exceptions.SSLError, requests.exceptions.ConnectionError)):
             requests.get(exporter.url + "/metrics", verify=verify, timeout=5)
+
+
+def test_head_is_served_without_a_body(tmp_path) -> None:
+    with exporter_process(tmp_path, "--no-collector.gpu", "--no-collector.xid") as exporter:
+        for path in ("/", "/metrics", "/nope"):
+            head = requests.head(exporter.url + path, timeout=5)
+            get = requests.get(exporter.url + path, timeout=5)
+            assert head.status_code == get.status_code, path
+            assert head.content == b"" and int(head.headers["Content-Length"]) > 0, path
+            assert head.headers["Content-Type"] == get.headers["Content-Type"], path
+
+
+def test_open_connections_are_capped_without_a_thread_each(tmp_path) -> None:
+    """2,000 idle clients once made 1,938 threads; now at most --web.max-connections are
+    served, the rest wait or are closed, and the exporter answers again once they leave."""
+    import socket
+    from pathlib import Path
+
+    def threads(pid: int) -> int:
+        status = Path(f"/proc/{pid}/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines()
+                        if line.startswith("Threads:")))
+
+    with exporter_process(tmp_path, "--no-collector.gpu", "--no-collector.xid",
+                          "--web.max-connections=8") as exporter:
+        baseline = threads(exporter.process.pid)
+        host, port = exporter.address.split(":")
+        idle = [socket.create_connection((host, int(port)), timeout=5) for _ in range(60)]
+        try:
+            time.sleep(1.0)
+            assert threads(exporter.process.pid) <= baseline + 8
+        finally:
+            for connection in idle:
+                connection.close()
+        response = wait_for(lambda: _get_or_none(exporter.url + "/metrics"), 10, 0.2,
+                            "an answer once the idle clients left")
+        assert response.status_code == 200
+        assert "connections open (--web.max-connections)" in exporter.log()
+
+
+def _get_or_none(url: str) -> requests.Response | None:
+    try:
+        return requests.get(url, timeout=2)
+    except requests.RequestException:
+        return None

@@ -124,7 +124,8 @@ def sidecar_process(config_path: Path, port: int, state_dir: Path | None = None,
 
 class FaultProxy:
     """Forwards GET requests to a real backend, or fails them on demand: mode "ok", "error"
-    (HTTP 503), "down" (connection closed without answer) or "slow" (answers after delay)."""
+    (HTTP 503), "down" (connection closed without answer), "slow" (answers after delay) or
+    "body" (answers 200 with `body`, as a broken backend or a proxy's error page would)."""
 
     def __init__(self, upstream: str, slow_seconds: float = 3.0) -> None:
         self.upstream = upstream
@@ -132,6 +133,7 @@ class FaultProxy:
         self.failures_left = 0
         """While > 0, requests are answered 503 (and counted down), then forwarded again."""
         self.slow_seconds = slow_seconds
+        self.body = b""
         self.requests_seen = 0
         self.last_headers: dict[str, str] = {}
         self.port = free_port()
@@ -151,6 +153,13 @@ class FaultProxy:
                     return
                 if proxy.mode == "error":
                     self.send_error(503, "injected outage")
+                    return
+                if proxy.mode == "body":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(proxy.body)))
+                    self.end_headers()
+                    self.wfile.write(proxy.body)
                     return
                 if proxy.mode == "slow":
                     time.sleep(proxy.slow_seconds)
