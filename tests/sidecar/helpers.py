@@ -124,8 +124,9 @@ def sidecar_process(config_path: Path, port: int, state_dir: Path | None = None,
 
 class FaultProxy:
     """Forwards GET requests to a real backend, or fails them on demand: mode "ok", "error"
-    (HTTP 503), "down" (connection closed without answer), "slow" (answers after delay) or
-    "body" (answers 200 with `body`, as a broken backend or a proxy's error page would)."""
+    (HTTP 503), "down" (connection closed without answer), "slow" (answers after delay),
+    "body" (answers 200 with `body`, as a broken backend or a proxy's error page would) or
+    "trickle" (forwards the answer one byte a second)."""
 
     def __init__(self, upstream: str, slow_seconds: float = 3.0) -> None:
         self.upstream = upstream
@@ -170,6 +171,12 @@ class FaultProxy:
                 self.send_header("Content-Type", answer.headers.get("Content-Type", "text/plain"))
                 self.send_header("Content-Length", str(len(answer.content)))
                 self.end_headers()
+                if proxy.mode == "trickle":
+                    for byte in answer.content:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(1.0)
+                    return
                 self.wfile.write(answer.content)
 
             def log_message(self, *args: object) -> None:

@@ -133,3 +133,18 @@ def test_auth_and_tenant_headers_reach_the_backend(tmp_path):
 def test_step_grid_is_aligned():
     np.testing.assert_array_equal(step_grid(101.0, 160.0, 15.0), [105.0, 120.0, 135.0, 150.0])
     assert len(step_grid(101.0, 102.0, 15.0)) == 0
+
+
+def test_the_timeout_covers_the_whole_request_not_each_read(tmp_path):
+    """A backend trickling its answer one byte a second never lets a single socket read wait
+    for 3 s, yet the reader gives up 3 s after it asked, and counts the failure."""
+    with victoria_metrics(tmp_path / "vm") as service, FaultProxy(service.url) as proxy:
+        proxy.mode = "trickle"
+        failures = []
+        reader = PromReader(ReaderConfig(url=proxy.url, timeout_seconds=3.0, max_retries=0),
+                            on_request=lambda seconds, ok: failures.append(not ok))
+        started = time.monotonic()
+        with pytest.raises(ReaderError, match="no whole answer within 3s"):
+            reader.query_range("up", time.time() - 600, time.time(), 60)
+        assert time.monotonic() - started < 6
+        assert failures == [True]
