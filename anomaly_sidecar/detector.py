@@ -42,20 +42,27 @@ _KEYS_FILE = "series.json"
 
 @dataclass(frozen=True)
 class ScoringConfig:
-    """The keys every model section shares: how errors become scores and scores alarms."""
+    """The keys every model section shares: how errors become scores and scores alarms. The
+    defaults were chosen by the protocol in docs/accuracy.md."""
 
     calibration: Literal["calibrated", "raw"] = "calibrated"
     """"raw": the model's own band (e.g. 3 standard deviations) instead of the calibration."""
-    false_alarms_per_day: float = 1.0
-    """The sensitivity: how many alarms a day a series without anomalies should raise (per
-    288 points at steps coarser than 5 minutes)."""
+    false_alarms_per_day: float = 2.0
+    """The sensitivity: how many alarms a day a series without anomalies should raise at most
+    (per 288 points at steps coarser than 5 minutes), before the quiet and rearm periods
+    thin them out further."""
     memory_seconds: float = 3 * SECONDS_PER_DAY
     """Half-life of an error's weight in the calibration."""
     warm_up_seconds: float = 3600.0
     """How long a new series is watched before it is scored."""
-    quiet_seconds: float = 0.0
-    rearm_seconds: float = 0.0
-    rearm_step: float = 0.0
+    quiet_seconds: float = 3600.0
+    """After an alarm, how long further alarms of the series are held back (0: band
+    semantics, see alarms.py)."""
+    rearm_seconds: float = 75000.0
+    """How far back earlier alarms raise the level a new one must reach (20h50m: 250 points at
+    5 minutes, the previous default's re-arm)."""
+    rearm_step: float = 0.5
+    """How much each of those alarms raises the level (0.5: by half)."""
     detection_direction: Literal["both", "above", "below"] = "both"
     min_dev_from_expected: float = 0.0
 

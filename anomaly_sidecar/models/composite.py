@@ -10,9 +10,9 @@ calibration scores against the series' own history (detector.py):
   over `novelty_smoothing`), on 5-minute means so it costs the same at every query step. A
   change of texture or rhythm, a missing daily peak, or a new pattern shows here although no
   single value is unusual.
-- level shift (off unless `shift_recent` is set): the distance between a fast and a slow
-  exponentially weighted mean (`shift_recent`, `shift_baseline`), for a series that settles at
-  a new level inside its usual range.
+- level shift: the distance between a fast and a slow exponentially weighted mean
+  (`shift_recent`, `shift_baseline`), for a series that settles at a new level inside its usual
+  range (`shift_recent: 0` turns it off).
 
 A value beyond the range of the last `extreme_range` by more than `extreme_tolerance` of that
 range alarms whatever its calibrated score: a new extreme is an anomaly however noisy the series
@@ -63,7 +63,7 @@ class CompositeParams(ModelParams):
     """How far back an earlier stretch of the same shape is searched for."""
     novelty_smoothing: Duration = 3000.0
     """The novelty error is averaged over this long before it is scored."""
-    shift_recent: Duration = 0.0
+    shift_recent: Duration = 9000.0
     """Time constant of the fast mean of the level-shift channel (0 = no such channel)."""
     shift_baseline: Duration = 172800.0
     """Time constant of the slow mean it is compared with."""
