@@ -46,6 +46,12 @@ TAIL_FRACTION = 0.02
 MIN_TAIL_ERRORS = 10.0
 """The tail fitted is the top TAIL_FRACTION of recent errors, widened to hold at least this
 many while a series is young."""
+OUTLIER_FACTOR = 2.0
+"""Errors above this many times the threshold do not join the error model (see score)."""
+SMALL_TAIL_ERRORS = 50.0
+"""With fewer errors in the fitted tail, its shape is not allowed below the exponential's:
+a handful of excesses too often looks bounded, and a bounded tail puts the threshold at the
+largest error seen so far."""
 REFRESH_SECONDS = 3600.0
 YOUNG_ERRORS = 200
 YOUNG_REFRESHES = 12
@@ -126,7 +132,12 @@ def score(state: dict[str, np.ndarray], settings: CalibrationSettings, time: flo
     with np.errstate(divide="ignore", invalid="ignore"):
         scores[rows] = np.where(warm, row_errors / limit, np.nan)
     thresholds[rows] = np.where(warm, limit, np.nan)
-    _add(state, settings, rows, time, row_errors)
+    # an error far beyond the threshold is an anomaly, not the series' normal behaviour: left
+    # out of the error model, it cannot raise the tail so far that the next anomaly of the
+    # same size passes unnoticed (SPOT likewise keeps alarms out of its peaks)
+    with np.errstate(invalid="ignore"):
+        normal = ~(warm & (row_errors > OUTLIER_FACTOR * limit))
+    _add(state, settings, rows[normal], time, row_errors[normal])
     return scores, thresholds
 
 
@@ -195,6 +206,8 @@ def threshold(weights: np.ndarray, error_counts: np.ndarray, alpha: float) -> np
         variance = (mass * (centre ** 2 + spread)).sum(axis=1) / mass_total - mean ** 2
         ratio = mean * mean / variance
         shape = np.clip(0.5 * (1.0 - ratio), _MIN_SHAPE, _MAX_SHAPE)
+        shape = np.where(error_counts[known] * fraction < SMALL_TAIL_ERRORS,
+                         np.maximum(shape, 0.0), shape)
         scale = 0.5 * mean * (ratio + 1.0)
         factor = fraction / alpha
         exponential = np.abs(shape) < 1e-6
