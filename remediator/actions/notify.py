@@ -1,0 +1,57 @@
+"""`type: notify`: a Slack message, the URL read from a file as Alertmanager's
+`slack_api_url_file` is. Placeholders fill the text (and the channel); Slack shows them as text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from remediator import placeholders
+from remediator.actions.base import Action, LoadContext, Outcome, require_declared
+from remediator.slack import SlackError, post_message
+
+
+class NotifyAction(Action):
+    type_name = "notify"
+    keys = ("slack_api_url_file", "channel", "text")
+
+    def __init__(self, url_file: str, channel: str | None, text: str) -> None:
+        self.url_file = url_file
+        self.channel = channel
+        self.text = text
+
+    @classmethod
+    def from_config(cls, section: dict, context: LoadContext) -> NotifyAction:
+        checker, prefix = context.checker, context.prefix
+        url_file = section.get("slack_api_url_file")
+        if not isinstance(url_file, str) or not url_file:
+            raise checker.fail(f"{prefix}.slack_api_url_file", "is required: a file holding "
+                                                               "the Slack incoming-webhook URL")
+        templates = {"text": section.get("text"), "channel": section.get("channel") or ""}
+        if not isinstance(templates["text"], str) or not templates["text"]:
+            raise checker.fail(f"{prefix}.text", "is required: the message (placeholders "
+                                                 "allowed)")
+        for key, template in templates.items():
+            if not isinstance(template, str):
+                raise checker.fail(f"{prefix}.{key}", "must be a string")
+            require_declared(context, f"{prefix}.{key}", template)
+        return cls(str(context.base_dir / url_file), templates["channel"] or None,
+                   templates["text"])
+
+    def render(self, values: Mapping[str, str]) -> dict[str, Any]:
+        invocation = {"text": placeholders.fill(self.text, values)}
+        if self.channel:
+            invocation["channel"] = placeholders.fill(self.channel, values)
+        return invocation
+
+    def execute(self, invocation: dict[str, Any], timeout_seconds: float) -> Outcome:
+        try:
+            status = post_message(self.url_file, invocation["text"], invocation.get("channel"),
+                                  timeout_seconds)
+        except SlackError as error:
+            return Outcome("failure", {"output": str(error)})
+        return Outcome("success", {"http_status": status})
+
+
+ACTION_CLASS = NotifyAction
