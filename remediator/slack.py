@@ -25,6 +25,11 @@ def read_url_file(path: str | Path) -> str:
     return url
 
 
+def slack_escaped(text: str) -> str:
+    """text shown literally by Slack: its three control characters escaped."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def post_message(url_file: str | Path, text: str, channel: str | None = None,
                  timeout_seconds: float = 10.0) -> int:
     """Send text (Slack mrkdwn); returns the HTTP status, SlackError unless it is 2xx."""

@@ -1,5 +1,6 @@
 """`type: notify`: a Slack message, the URL read from a file as Alertmanager's
-`slack_api_url_file` is. Placeholders fill the text (and the channel); Slack shows them as text.
+`slack_api_url_file` is. Placeholders fill the text (and the channel) with `&`, `<` and `>`
+escaped as Slack asks, so a label cannot ping `<!channel>` or forge a link.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from typing import Any
 
 from remediator import placeholders
 from remediator.actions.base import Action, LoadContext, Outcome, require_declared
-from remediator.slack import SlackError, post_message
+from remediator.slack import SlackError, post_message, slack_escaped
 
 
 class NotifyAction(Action):
@@ -40,9 +41,9 @@ class NotifyAction(Action):
                    templates["text"])
 
     def render(self, values: Mapping[str, str]) -> dict[str, Any]:
-        invocation = {"text": placeholders.fill(self.text, values)}
+        invocation = {"text": placeholders.fill(self.text, values, slack_escaped)}
         if self.channel:
-            invocation["channel"] = placeholders.fill(self.channel, values)
+            invocation["channel"] = placeholders.fill(self.channel, values, slack_escaped)
         return invocation
 
     def execute(self, invocation: dict[str, Any], timeout_seconds: float) -> Outcome:

@@ -103,8 +103,8 @@ class RunningRemediator:
 
 @contextlib.contextmanager
 def remediator(workdir: Path, config: dict, extra_args: Sequence[str] = (),
-               scheme: str = "http", verify: str | bool = True,
-               port: int | None = None) -> Iterator[RunningRemediator]:
+               scheme: str = "http", verify: str | bool = True, port: int | None = None,
+               ready_auth: tuple[str, str] | None = None) -> Iterator[RunningRemediator]:
     """Run aiinfra-remediator with config (server.listen_address, bearer_token_file and
     audit_log are filled in unless given) until the block ends."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -127,7 +127,7 @@ def remediator(workdir: Path, config: dict, extra_args: Sequence[str] = (),
                                 config_path, process, log_path, verify)
     try:
         try:
-            wait_http_ok(f"{running.url}/", 30, process, verify=verify)
+            wait_http_ok(f"{running.url}/", 30, process, verify=verify, auth=ready_auth)
         except (RuntimeError, TimeoutError) as error:
             raise RuntimeError(f"remediator did not start: {error}\n{running.log()}") from error
         yield running
