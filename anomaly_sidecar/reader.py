@@ -111,6 +111,18 @@ class PromReader:
         """Let the backend parse expr (an instant query); QueryRejected with its message if bad."""
         self._get("/api/v1/query", {"query": expr})
 
+    def query(self, expr: str, at: float) -> dict[SeriesKey, float]:
+        """The instant vector of expr at time `at`: series key -> value (NaN if not finite)."""
+        data = self._get("/api/v1/query", {"query": expr, "time": _timestamp(at)})
+        if data.get("resultType") != "vector":
+            raise ReaderError(f"expected an instant vector, got {data.get('resultType')}")
+        values = {}
+        for result in data["result"]:
+            value = float(result["value"][1])
+            key = series_key(result.get("metric", {}))
+            values[key] = value if math.isfinite(value) else math.nan
+        return values
+
     def query_range(self, expr: str, start: float, end: float, step: float) -> SeriesBatch:
         """All series of expr on the step grid over [start, end]; NaN where a series has no
         sample at a grid point (gaps stay gaps; NaN/Inf samples become NaN)."""
