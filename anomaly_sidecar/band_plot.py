@@ -15,8 +15,10 @@ import numpy as np
 
 def draw_band_plot(output: Path | BinaryIO, seconds: np.ndarray, y: np.ndarray,
                    yhat_lower: np.ndarray, yhat_upper: np.ndarray, anomaly_score: np.ndarray,
-                   title: str | None = None, size_inches: tuple[float, float] = (14, 5)) -> None:
-    """Write a PNG to output (a path or a binary file object)."""
+                   title: str | None = None, size_inches: tuple[float, float] = (14, 5),
+                   legend_location: str = "upper left") -> None:
+    """Write a PNG to output (a path or a binary file object). legend_location "best" keeps the
+    legend off the data but is slow for tens of thousands of points."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -30,7 +32,7 @@ def draw_band_plot(output: Path | BinaryIO, seconds: np.ndarray, y: np.ndarray,
     alarms = np.nan_to_num(anomaly_score, nan=0.0) > 1.0
     axes.scatter(moments[alarms], y[alarms], color="red", s=14, zorder=3,
                  label="anomaly_score > 1")
-    axes.legend(loc="upper left")
+    axes.legend(loc=legend_location)
     if title:
         axes.set_title(title, fontsize=10, loc="left")
     figure.autofmt_xdate()
