@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from remediator import placeholders
 from remediator.actions.base import (
@@ -26,13 +27,13 @@ from remediator.actions.base import (
 from remediator.process import run_process
 
 
+@dataclass(frozen=True)
 class ExecAction(Action):
-    type_name = "exec"
-    keys = ("command", "env")
+    type_name: ClassVar[str] = "exec"
+    keys: ClassVar[tuple[str, ...]] = ("command", "env")
 
-    def __init__(self, command: Sequence[str], env: Mapping[str, str]) -> None:
-        self.command = tuple(command)
-        self.env = dict(env)
+    command: tuple[str, ...]
+    env: dict[str, str]
 
     @classmethod
     def from_config(cls, section: dict, context: LoadContext) -> ExecAction:
@@ -45,7 +46,8 @@ class ExecAction(Action):
         command = [*command]
         command[0] = resolve_executable(context, f"{key}[0]", command[0])
         check_argv_placeholders(context, key, command)
-        return cls(command, string_mapping(context, f"{context.prefix}.env", section.get("env")))
+        return cls(tuple(command), string_mapping(context, f"{context.prefix}.env",
+                                                  section.get("env")))
 
     def render(self, values: Mapping[str, str]) -> dict[str, Any]:
         return {"argv": fill_argv(self.command, values)}

@@ -11,8 +11,9 @@ Redirects are not followed: a 3xx is a failure.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
@@ -30,18 +31,19 @@ from remediator.actions.base import (
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
+@dataclass(frozen=True)
 class HttpAction(Action):
-    type_name = "http"
-    keys = ("method", "url", "headers", "header_files", "body", "tls_ca_file")
+    type_name: ClassVar[str] = "http"
+    keys: ClassVar[tuple[str, ...]] = ("method", "url", "headers", "header_files", "body",
+                                       "tls_ca_file")
 
-    def __init__(self, method: str, url: str, headers: dict[str, str],
-                 header_files: dict[str, str], body: Any, verify: str | bool) -> None:
-        self.method = method
-        self.url = url
-        self.headers = headers
-        self.header_files = header_files
-        self.body = body
-        self.verify = verify
+    method: str
+    url: str
+    headers: dict[str, str]
+    header_files: dict[str, str]
+    body: Any
+    verify: str | bool
+    """requests' verify: True, or the CA file for the load balancer's certificate."""
 
     @classmethod
     def from_config(cls, section: dict, context: LoadContext) -> HttpAction:

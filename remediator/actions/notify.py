@@ -6,29 +6,29 @@ escaped as Slack asks, so a label cannot ping `<!channel>` or forge a link.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
+from anomaly_sidecar.strict_config import non_empty_string
 from remediator import placeholders
 from remediator.actions.base import Action, LoadContext, Outcome, require_declared
 from remediator.slack import SlackError, post_message, slack_escaped
 
 
+@dataclass(frozen=True)
 class NotifyAction(Action):
-    type_name = "notify"
-    keys = ("slack_api_url_file", "channel", "text")
+    type_name: ClassVar[str] = "notify"
+    keys: ClassVar[tuple[str, ...]] = ("slack_api_url_file", "channel", "text")
 
-    def __init__(self, url_file: str, channel: str | None, text: str) -> None:
-        self.url_file = url_file
-        self.channel = channel
-        self.text = text
+    url_file: str
+    channel: str | None
+    text: str
 
     @classmethod
     def from_config(cls, section: dict, context: LoadContext) -> NotifyAction:
         checker, prefix = context.checker, context.prefix
-        url_file = section.get("slack_api_url_file")
-        if not isinstance(url_file, str) or not url_file:
-            raise checker.fail(f"{prefix}.slack_api_url_file", "is required: a file holding "
-                                                               "the Slack incoming-webhook URL")
+        url_file = checker.typed(section, prefix, "slack_api_url_file", non_empty_string,
+                                 required=True)
         templates = {"text": section.get("text"), "channel": section.get("channel") or ""}
         if not isinstance(templates["text"], str) or not templates["text"]:
             raise checker.fail(f"{prefix}.text", "is required: the message (placeholders "

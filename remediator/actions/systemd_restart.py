@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from remediator import placeholders
 from remediator.actions.base import (
@@ -22,14 +23,14 @@ from remediator.actions.base import (
 from remediator.actions.exec import resolve_executable, run_argv
 
 
+@dataclass(frozen=True)
 class SystemdRestartAction(Action):
-    type_name = "systemd_restart"
-    keys = ("unit", "allowed_units", "systemctl")
+    type_name: ClassVar[str] = "systemd_restart"
+    keys: ClassVar[tuple[str, ...]] = ("unit", "allowed_units", "systemctl")
 
-    def __init__(self, unit: str, allowed_units: frozenset[str], systemctl: str) -> None:
-        self.unit = unit
-        self.allowed_units = allowed_units
-        self.systemctl = systemctl
+    unit: str
+    allowed_units: frozenset[str]
+    systemctl: str
 
     @classmethod
     def from_config(cls, section: dict, context: LoadContext) -> SystemdRestartAction:

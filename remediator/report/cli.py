@@ -19,7 +19,6 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -34,16 +33,14 @@ LOG = logging.getLogger("aiinfra-report")
 REPORT_PREFIX = "aiinfra-report-"
 
 
-class _Duration(click.ParamType):
-    name = "duration"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> float:
-        if isinstance(value, float):
-            return value
-        try:
-            return parse_duration(value)
-        except ValueError as error:
-            self.fail(str(error), param, ctx)
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """A --since/--every/--step value in seconds (the sidecar's duration syntax)."""
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"],
@@ -53,15 +50,15 @@ class _Duration(click.ParamType):
               help="Alertmanager for silences and current alerts ('' to leave out).")
 @click.option("--audit-log", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The remediator's audit log (its `audit_log` setting).")
-@click.option("--since", "since_seconds", type=_Duration(), default=None,
+@click.option("--since", "since_seconds", callback=_duration, default=None,
               help="One report for the last DURATION (with --out).")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
-@click.option("--every", "every_seconds", type=_Duration(), default=None,
+@click.option("--every", "every_seconds", callback=_duration, default=None,
               help="One report per DURATION, until SIGTERM (with --out-dir).")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
 @click.option("--keep", type=click.IntRange(min=1), default=7, show_default=True,
               help="With --every: how many reports to keep.")
-@click.option("--step", "step_seconds", type=_Duration(), default=None,
+@click.option("--step", "step_seconds", callback=_duration, default=None,
               help="Resolution of the alert timeline (default: period / 1440, at least 1s).")
 @click.option("--top-anomalies", type=click.IntRange(min=0), default=5, show_default=True)
 @click.option("--metric-name-template", default="{name}", show_default=True,
