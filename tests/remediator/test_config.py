@@ -4,6 +4,7 @@ for each kind of mistake; and the label matchers rules use."""
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -172,3 +173,22 @@ def test_a_bad_web_config_is_reported_by_the_exporters_loader(folder):
 ])
 def test_matchers_follow_alertmanager(text, labels, matches):
     assert parse_matcher(text).matches(labels) is matches
+
+
+def test_the_readme_config_is_valid(tmp_path):
+    """The README's example, verbatim, with its secrets made (a dry run: its programs are
+    examples, not installed here)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Remediator", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "secrets").mkdir()
+    write_token(tmp_path / "secrets" / "remediator_token")
+    path = tmp_path / "remediator.yml"
+    path.write_text(block)
+    result = subprocess.run([console_script("aiinfra-remediator"), "check-config", "--dry-run",
+                             str(path)], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "valid (4 rules, 4 actions, 4 of them dry-run)" in result.stdout
+    config = load_config(path, force_dry_run=True)
+    assert {action.type for action in config.actions.values()} == {
+        "exec", "systemd_restart", "http", "notify"}
