@@ -8,7 +8,6 @@ included), which gives the start of an episode to the second.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,4 +88,4 @@ def _runs(present: np.ndarray) -> list[tuple[int, int]]:
 
 def _first_finite(values: np.ndarray) -> float | None:
     finite = values[np.isfinite(values)]
-    return float(finite[0]) if finite.size and not math.isnan(finite[0]) else None
+    return float(finite[0]) if finite.size else None

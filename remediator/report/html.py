@@ -282,7 +282,7 @@ def _plot_png(series: AnomalySeries) -> str:
     buffer = io.BytesIO()
     draw_band_plot(buffer, series.seconds, series.y, series.yhat_lower, series.yhat_upper,
                    series.anomaly_score, title=_labels_text(series.labels, skip=()),
-                   size_inches=(12, 3.4), legend_location="best")
+                   size_inches=(12, 3.4), legend_location="best", yhat=series.yhat)
     return base64.b64encode(buffer.getvalue()).decode()
 
 
