@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import shutil
 
 import bcrypt
 import pytest
@@ -214,3 +215,20 @@ def test_a_decision_that_cannot_be_audited_starts_nothing_and_frees_its_limits(t
     assert limits.running == 0
     dedupe_key = json.dumps(["record", "0123456789abcdef", "2026-11-27T10:00:00.123000Z"])
     assert isinstance(limits.reserve(dedupe_key, "any", 0.0, runs=True), Reservation)
+
+
+def test_bounded_concurrency_skips_rather_than_queues(tmp_path):
+    config = {
+        "limits": {"max_concurrent_actions": 1},
+        "actions": {"slow": {"type": "exec", "command": [shutil.which("sleep"), "2"],
+                             "cooldown": "0s"}},
+        "rules": [{"name": "slow", "matchers": ['alertname="Slow"'], "action": "slow"}],
+    }
+    alerts = [alert({"alertname": "Slow", "n": str(number)}, fingerprint=f"{number:016x}")
+              for number in (1, 2)]
+    with remediator(tmp_path / "r", config) as service:
+        assert service.post(notification(alerts)).json()["decisions"] == {
+            "started": 1, "concurrency_limit": 1}
+        (skipped,) = service.records("skipped")
+        assert skipped["labels"]["n"] == "2" and skipped["detail"] == "1 actions are running"
+        assert 'aiinfra_remediation_actions_running 1.0' in service.metrics_text()
