@@ -146,14 +146,17 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
             LOG.debug("connection from %s ended: %s", self.client_address, error)
 
     def do_GET(self) -> None:
-        self._respond(send_body=True)
+        self._respond()
 
     def do_HEAD(self) -> None:
         """As GET, without the body (Content-Length is still the GET body's)."""
-        self._respond(send_body=False)
+        self._send_body = False
+        try:
+            self._respond()
+        finally:
+            self._send_body = True  # this handler serves the connection's next request too
 
-    def _respond(self, send_body: bool) -> None:
-        self._send_body = send_body
+    def _respond(self) -> None:
         if not self._authorized():
             self._send(401, b"Unauthorized\n", "text/plain; charset=utf-8",
                        {"WWW-Authenticate": 'Basic realm="aiinfra-exporter"'})

@@ -232,3 +232,21 @@ def test_bounded_concurrency_skips_rather_than_queues(tmp_path):
         (skipped,) = service.records("skipped")
         assert skipped["labels"]["n"] == "2" and skipped["detail"] == "1 actions are running"
         assert 'aiinfra_remediation_actions_running 1.0' in service.metrics_text()
+
+
+def test_head_is_served_and_a_post_after_it_on_the_same_connection_gets_its_body(running):
+    """The exporter's server answers HEAD without a body; the next request on that kept-alive
+    connection (a webhook POST) must still get its body."""
+    connection = http.client.HTTPConnection(running.url.removeprefix("http://"), timeout=10)
+    try:
+        connection.request("HEAD", "/metrics")
+        head = connection.getresponse()
+        assert head.status == 200 and head.read() == b""
+        assert int(head.getheader("Content-Length")) > 0
+        connection.request("POST", "/alerts", body=b"{}", headers={
+            "Authorization": f"Bearer {running.token}", "Content-Type": "application/json"})
+        response = connection.getresponse()
+        assert response.status == 400
+        assert b"version" in response.read()
+    finally:
+        connection.close()
