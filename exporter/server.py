@@ -62,6 +62,8 @@ class ExporterHTTPServer(ThreadingHTTPServer):
 
     daemon_threads = True
     request_queue_size = 64
+    max_connections_setting = "--web.max-connections"
+    """Where a user raises the cap (named in the log line when it is reached)."""
 
     def __init__(self, address: tuple[str, int], registry: CollectorRegistry,
                  telemetry_path: str, web_config: WebConfig,
@@ -84,9 +86,9 @@ class ExporterHTTPServer(ThreadingHTTPServer):
             now = time.monotonic()
             if now - self._last_refusal_log >= REFUSAL_LOG_INTERVAL_SECONDS:
                 self._last_refusal_log = now
-                LOG.warning("%d connections open (--web.max-connections): closing new ones "
-                            "until some end (%d refused so far)", self.max_connections,
-                            self.refused_connections)
+                LOG.warning("%d connections open (%s): closing new ones until some end (%d "
+                            "refused so far)", self.max_connections,
+                            self.max_connections_setting, self.refused_connections)
             self.shutdown_request(request)
             return
         try:

@@ -81,7 +81,7 @@ def run(config_file: Path, dry_run: bool, log_level: str) -> None:
     try:
         server = WebhookServer((config.server.host, config.server.port), metrics.registry,
                                web_config, dispatcher, config.server.bearer_token_file,
-                               config.server.max_body_bytes)
+                               config.server.max_body_bytes, config.server.max_connections)
     except OSError as error:
         click.echo(f"cannot listen on {config.server.listen_address}: {error}", err=True)
         sys.exit(1)

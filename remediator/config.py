@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from anomaly_sidecar.durations import parse_duration
-from exporter.server import parse_listen_address
+from exporter.server import DEFAULT_MAX_CONNECTIONS, parse_listen_address
 from exporter.strict_input import (
     ConfigChecker,
     ConfigError,
@@ -45,6 +45,8 @@ class ServerConfig:
     bearer_token_file: Path
     web_config_file: Path | None
     max_body_bytes: int
+    max_connections: int
+    """Connections served at once, one thread each (the exporter's --web.max-connections)."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,8 @@ def _server(checker: ConfigChecker, raw: Any, base_dir: Path,
             warnings: list[str]) -> ServerConfig:
     section = checker.mapping(raw, "server")
     checker.allowed_keys(section, "server", ("listen_address", "bearer_token_file",
-                                             "web_config_file", "max_body_bytes"))
+                                             "web_config_file", "max_body_bytes",
+                                             "max_connections"))
     listen_address = checker.typed(section, "server", "listen_address", non_empty_string,
                                    DEFAULT_LISTEN_ADDRESS)
     try:
@@ -149,7 +152,9 @@ def _server(checker: ConfigChecker, raw: Any, base_dir: Path,
             raise checker.fail("server.web_config_file", f"{web_config_file} does not exist")
     return ServerConfig(listen_address, host, port, token_file, web_config_file,
                         checker.typed(section, "server", "max_body_bytes", integer_at_least(1024),
-                                      DEFAULT_MAX_BODY_BYTES))
+                                      DEFAULT_MAX_BODY_BYTES),
+                        checker.typed(section, "server", "max_connections",
+                                      integer_at_least(1), DEFAULT_MAX_CONNECTIONS))
 
 
 def _limits(checker: ConfigChecker, raw: Any) -> Limits:

@@ -1,8 +1,8 @@
 """The remediator's HTTP(S) endpoint: POST /alerts (Alertmanager's webhook), GET /metrics and /.
 
 It is the exporter's server (exporter/server.py) with one route added, so TLS, web-config basic
-auth and response headers behave exactly as the exporter's (same --web.config.file format, same
-code). Two credentials with two jobs:
+auth, response headers, HEAD and the cap on open connections (`server.max_connections`) behave
+exactly as the exporter's (same --web.config.file format, same code). Two credentials with two jobs:
 
 - GET / and /metrics: basic auth from the web config when it lists users (Prometheus scrapes);
 - POST /alerts: always the bearer token from `server.bearer_token_file`, compared in constant
@@ -35,13 +35,15 @@ JSON_TYPE = "application/json"
 
 
 class WebhookServer(ExporterHTTPServer):
+    max_connections_setting = "server.max_connections"
+
     def __init__(self, address: tuple[str, int], registry: CollectorRegistry,
                  web_config: WebConfig, dispatcher: Dispatcher, token_file: Path,
-                 max_body_bytes: int) -> None:
+                 max_body_bytes: int, max_connections: int) -> None:
         self.dispatcher = dispatcher
         self.token_file = token_file
         self.max_body_bytes = max_body_bytes
-        super().__init__(address, registry, "/metrics", web_config)
+        super().__init__(address, registry, "/metrics", web_config, max_connections)
         # The exporter's server is built with the exporter's handler; this one adds the route.
         self.RequestHandlerClass = WebhookRequestHandler
 

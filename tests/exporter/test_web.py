@@ -11,7 +11,7 @@ import requests
 
 from tests.exporter.support import exporter_process
 from tests.exporter.tls import make_certificates
-from tests.support.services import wait_for
+from tests.support.services import thread_count, wait_for
 
 PASSWORD = "s3cret-scrape"
 
@@ -115,21 +115,15 @@ def test_open_connections_are_capped_without_a_thread_each(tmp_path) -> None:
     """2,000 idle clients once made 1,938 threads; now at most --web.max-connections are
     served, the rest wait or are closed, and the exporter answers again once they leave."""
     import socket
-    from pathlib import Path
-
-    def threads(pid: int) -> int:
-        status = Path(f"/proc/{pid}/status").read_text()
-        return int(next(line.split()[1] for line in status.splitlines()
-                        if line.startswith("Threads:")))
 
     with exporter_process(tmp_path, "--no-collector.gpu", "--no-collector.xid",
                           "--web.max-connections=8") as exporter:
-        baseline = threads(exporter.process.pid)
+        baseline = thread_count(exporter.process.pid)
         host, port = exporter.address.split(":")
         idle = [socket.create_connection((host, int(port)), timeout=5) for _ in range(60)]
         try:
             time.sleep(1.0)
-            assert threads(exporter.process.pid) <= baseline + 8
+            assert thread_count(exporter.process.pid) <= baseline + 8
         finally:
             for connection in idle:
                 connection.close()

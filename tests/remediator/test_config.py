@@ -123,6 +123,8 @@ MISTAKES = [
     (edit("actions.fix.timeout", float("inf")), "actions.fix.timeout",
      "must be a finite duration"),
     (edit("actions.fix.cooldown", "293y"), "actions.fix.cooldown", "must be at most 10y"),
+    (edit("server.max_connections", 0), "server.max_connections",
+     "must be an integer from 1 to 2147483647"),
     (edit("server.web_config_file", 5), "server.web_config_file",
      "must be a non-empty string"),
 ]

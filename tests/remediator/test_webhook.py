@@ -8,6 +8,8 @@ import base64
 import http.client
 import json
 import shutil
+import socket
+import time
 
 import bcrypt
 import pytest
@@ -29,6 +31,7 @@ from tests.support.remediator import (
     write_script,
     write_token,
 )
+from tests.support.services import thread_count, wait_for
 
 MAX_BODY_BYTES = 4096
 
@@ -250,3 +253,33 @@ def test_head_is_served_and_a_post_after_it_on_the_same_connection_gets_its_body
         assert b"version" in response.read()
     finally:
         connection.close()
+
+
+def test_open_connections_are_capped_as_the_exporters_are(tmp_path):
+    """server.max_connections is the exporter's connection cap: idle clients beyond it get no
+    thread, and the webhook answers again once they leave."""
+    script = write_script(tmp_path, "record", RECORD_SCRIPT)
+    config = record_config(script, tmp_path / "record.out")
+    config["server"]["max_connections"] = 4
+    with remediator(tmp_path / "r", config) as service:
+        baseline = thread_count(service.process.pid)
+        host, port = service.url.removeprefix("http://").split(":")
+        idle = [socket.create_connection((host, int(port)), timeout=5) for _ in range(40)]
+        try:
+            time.sleep(1.0)
+            assert thread_count(service.process.pid) <= baseline + 4
+        finally:
+            for connection in idle:
+                connection.close()
+        body = notification([alert({"alertname": "Act", "instance": "n1"})])
+        response = wait_for(lambda: _post_or_none(service, body), 10, 0.2,
+                            "an answer once the idle clients left")
+        assert response.json()["decisions"] == {"started": 1}
+        assert "connections open (server.max_connections)" in service.log()
+
+
+def _post_or_none(service, body) -> requests.Response | None:
+    try:
+        return service.post(body)
+    except requests.RequestException:
+        return None

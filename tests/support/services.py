@@ -25,6 +25,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def thread_count(pid: int) -> int:
+    """Threads of a process now (/proc), to see that idle connections do not each hold one."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines()
+                    if line.startswith("Threads:")))
+
+
 def require_binary(name: str) -> str:
     path = shutil.which(name)
     if path is None:
