@@ -8,8 +8,6 @@ import base64
 import http.client
 import json
 import shutil
-import socket
-import time
 
 import bcrypt
 import pytest
@@ -31,7 +29,7 @@ from tests.support.remediator import (
     write_script,
     write_token,
 )
-from tests.support.services import thread_count, wait_for
+from tests.support.services import assert_idle_clients_get_no_threads, wait_for
 
 MAX_BODY_BYTES = 4096
 
@@ -262,15 +260,8 @@ def test_open_connections_are_capped_as_the_exporters_are(tmp_path):
     config = record_config(script, tmp_path / "record.out")
     config["server"]["max_connections"] = 4
     with remediator(tmp_path / "r", config) as service:
-        baseline = thread_count(service.process.pid)
-        host, port = service.url.removeprefix("http://").split(":")
-        idle = [socket.create_connection((host, int(port)), timeout=5) for _ in range(40)]
-        try:
-            time.sleep(1.0)
-            assert thread_count(service.process.pid) <= baseline + 4
-        finally:
-            for connection in idle:
-                connection.close()
+        assert_idle_clients_get_no_threads(service.process.pid,
+                                           service.url.removeprefix("http://"), 40, 4)
         body = notification([alert({"alertname": "Act", "instance": "n1"})])
         response = wait_for(lambda: _post_or_none(service, body), 10, 0.2,
                             "an answer once the idle clients left")

@@ -85,24 +85,20 @@ answers = st.one_of(
 @FUZZ
 @given(body=answers)
 def test_any_answer_parses_or_raises_bad_answer(body: bytes) -> None:
+    """As a range answer (parse_matrix) and as an instant one (parse_vector)."""
     try:
         matrix = parse_matrix(parse_answer(body))
     except BadAnswer as error:
         assert len(str(error)) < 2000
-        return
-    for key, stamps, numbers in matrix:
-        assert all(isinstance(name, str) and isinstance(value, str) for name, value in key)
-        assert len(stamps) == len(numbers) and np.isfinite(stamps).all()
-
-
-@FUZZ
-@given(body=answers)
-def test_any_instant_answer_parses_or_raises_bad_answer(body: bytes) -> None:
+    else:
+        for key, stamps, numbers in matrix:
+            assert all(isinstance(name, str) and isinstance(value, str) for name, value in key)
+            assert len(stamps) == len(numbers) and np.isfinite(stamps).all()
     try:
         vector = parse_vector(parse_answer(body))
     except BadAnswer as error:
         assert len(str(error)) < 2000
-        return
-    for key, value in vector.items():
-        assert all(isinstance(name, str) and isinstance(label, str) for name, label in key)
-        assert isinstance(value, float) and not np.isinf(value)
+    else:
+        for key, value in vector.items():
+            assert all(isinstance(name, str) and isinstance(label, str) for name, label in key)
+            assert isinstance(value, float) and not np.isinf(value)

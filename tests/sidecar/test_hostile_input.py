@@ -108,41 +108,35 @@ def test_python_dash_m_runs_the_cli(tmp_path) -> None:
     assert check_config(path, module=True).returncode == 2
 
 
-@pytest.mark.parametrize("body", [b"[]", b'"str"', b'{"status":"success"}',
-                                  b'{"status":"success","data":[]}',
-                                  b'{"status":"success","data":{"resultType":"matrix",'
-                                  b'"result":[{"metric":{},"values":[[1,2]]}]}',
-                                  b'{"status":"success","data":{"resultType":"matrix",'
-                                  b'"result":{"a":1}}}',
-                                  b"<html>proxy error</html>", b"[" * 100_000])
-def test_a_200_that_is_not_a_query_answer_is_a_counted_reader_error(body: bytes) -> None:
+RANGE_GARBAGE = [b"[]", b'"str"', b'{"status":"success"}', b'{"status":"success","data":[]}',
+                 b'{"status":"success","data":{"resultType":"matrix",'
+                 b'"result":[{"metric":{},"values":[[1,2]]}]}',
+                 b'{"status":"success","data":{"resultType":"matrix","result":{"a":1}}}',
+                 b"<html>proxy error</html>", b"[" * 100_000]
+INSTANT_GARBAGE = [b'{"status":"success","data":{"resultType":"matrix","result":[]}}',
+                   b'{"status":"success","data":{"resultType":"vector",'
+                   b'"result":[{"metric":{},"value":[1,2]}]}}',
+                   b'{"status":"success","data":{"resultType":"vector",'
+                   b'"result":[{"metric":{"a":1},"value":[1,"2"]}]}}',
+                   b'{"status":"success","data":{"resultType":"vector",'
+                   b'"result":[{"metric":{}}]}}', b"[]"]
+QUERIES = {"/api/v1/query_range": lambda reader: reader.query_range("up", 1000, 1060, 15),
+           "/api/v1/query": lambda reader: reader.query("up", 1000)}
+
+
+@pytest.mark.parametrize(("path", "body"),
+                         [("/api/v1/query_range", body) for body in RANGE_GARBAGE]
+                         + [("/api/v1/query", body) for body in INSTANT_GARBAGE])
+def test_a_200_that_is_not_a_query_answer_is_a_counted_reader_error(path: str,
+                                                                    body: bytes) -> None:
     outcomes: list[bool] = []
     with FaultProxy("http://127.0.0.1:9") as proxy:
         proxy.mode, proxy.body = "body", body
         reader = PromReader(ReaderConfig(url=proxy.url, max_retries=0),
                             on_request=lambda seconds, ok: outcomes.append(ok))
-        with pytest.raises(BadAnswer, match=r"/api/v1/query_range: "):
-            reader.query_range("up", 1000, 1060, 15)
+        with pytest.raises(BadAnswer, match=f"{path}: "):
+            QUERIES[path](reader)
     assert outcomes == [False]  # counted as a failed request, not retried
-
-
-@pytest.mark.parametrize("body", [b'{"status":"success","data":{"resultType":"matrix",'
-                                  b'"result":[]}}',
-                                  b'{"status":"success","data":{"resultType":"vector",'
-                                  b'"result":[{"metric":{},"value":[1,2]}]}}',
-                                  b'{"status":"success","data":{"resultType":"vector",'
-                                  b'"result":[{"metric":{"a":1},"value":[1,"2"]}]}}',
-                                  b'{"status":"success","data":{"resultType":"vector",'
-                                  b'"result":[{"metric":{}}]}}', b"[]"])
-def test_an_instant_query_answering_garbage_is_a_counted_reader_error(body: bytes) -> None:
-    outcomes: list[bool] = []
-    with FaultProxy("http://127.0.0.1:9") as proxy:
-        proxy.mode, proxy.body = "body", body
-        reader = PromReader(ReaderConfig(url=proxy.url, max_retries=0),
-                            on_request=lambda seconds, ok: outcomes.append(ok))
-        with pytest.raises(BadAnswer, match=r"/api/v1/query: "):
-            reader.query("up", 1000)
-    assert outcomes == [False]
 
 
 def test_parse_vector_reads_the_documented_shape() -> None:
