@@ -30,6 +30,9 @@ MAX_NODES = 100_000
 hundred nodes; an alias bomb ("billion laughs") is billions, and must fail before it is built."""
 MAX_REASON_CHARS = 300
 MAX_WHERE_CHARS = 200
+MAX_PATH_CHARS = 4096
+MAX_NAME_BYTES = 255
+"""Linux's PATH_MAX and NAME_MAX."""
 MAX_INTEGER = 2**31 - 1
 """The largest integer a config setting takes (counts, windows, sizes, seeds): 1e11 is a typo."""
 
@@ -79,6 +82,8 @@ def read_text(path: str | Path, source: str | None = None) -> str:
         data = Path(path).read_bytes()
     except OSError as error:
         raise InputError(source, "(file)", f"cannot read: {error.strerror or error}") from None
+    except ValueError as error:  # a NUL byte in the path
+        raise InputError(source, "(file)", f"cannot read: {error}") from None
     return decode_text(data, source)
 
 
@@ -239,6 +244,22 @@ def integer_at_least(minimum: int) -> Callable[[Any], int]:
                              f"{shorten(repr(value), 40)}")
         return value
     return convert
+
+
+def path_string(value: Any) -> str:
+    """A path the OS can be handed: a non-empty string without a NUL byte, at most
+    MAX_PATH_CHARS long, no part of it over MAX_NAME_BYTES (otherwise even is_file() raises
+    instead of answering)."""
+    path = non_empty_string(value)
+    if "\0" in path:
+        raise ValueError("a path cannot hold a NUL byte")
+    if len(path) > MAX_PATH_CHARS:
+        raise ValueError(f"a path is at most {MAX_PATH_CHARS} characters, got {len(path)}")
+    if any(len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES
+           for part in path.split("/")):
+        raise ValueError(f"a file or folder name is at most {MAX_NAME_BYTES} bytes, got "
+                         f"{shorten(repr(path), 100)}")
+    return path
 
 
 def existing_file(value: Any) -> str:

@@ -24,6 +24,7 @@ from exporter.strict_input import (
     integer_at_least,
     load_config_file,
     non_empty_string,
+    path_string,
     read_text,
 )
 from remediator import placeholders
@@ -106,7 +107,7 @@ def parse_config(raw: Any, source: str, base_dir: Path,
     dry_run = force_dry_run or checker.typed(root, "", "dry_run", boolean, False)
     warnings: list[str] = []
     server = _server(checker, checker.required(root, "", "server"), base_dir, warnings)
-    audit_log = base_dir / checker.typed(root, "", "audit_log", non_empty_string, required=True)
+    audit_log = base_dir / checker.typed(root, "", "audit_log", path_string, required=True)
     if not audit_log.parent.is_dir():
         raise checker.fail("audit_log", f"folder {audit_log.parent} does not exist")
     actions = {name: _action(checker, name, section, base_dir, dry_run, warnings)
@@ -128,7 +129,7 @@ def _server(checker: ConfigChecker, raw: Any, base_dir: Path,
         host, port = parse_listen_address(listen_address)
     except ValueError as error:
         raise checker.fail("server.listen_address", str(error)) from None
-    token_file = base_dir / checker.typed(section, "server", "bearer_token_file", non_empty_string,
+    token_file = base_dir / checker.typed(section, "server", "bearer_token_file", path_string,
                                           required=True)
     try:
         token = read_text(token_file).strip()
@@ -144,7 +145,7 @@ def _server(checker: ConfigChecker, raw: Any, base_dir: Path,
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         warnings.append(f"{checker.source}: server.bearer_token_file: {token_file} is readable "
                         f"by other users (chmod 600 it)")
-    web_config = checker.typed(section, "server", "web_config_file", non_empty_string)
+    web_config = checker.typed(section, "server", "web_config_file", path_string)
     web_config_file = None
     if web_config is not None:
         web_config_file = base_dir / web_config

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import requests
 
+from exporter.strict_input import InputError, read_text
+
 
 class SlackError(RuntimeError):
     """The message was not delivered; the text never contains the URL."""
@@ -17,9 +19,9 @@ class SlackError(RuntimeError):
 
 def read_url_file(path: str | Path) -> str:
     try:
-        url = Path(path).read_text().strip()
-    except OSError as error:
-        raise SlackError(f"cannot read the Slack URL file {path}: {error.strerror}") from None
+        url = read_text(path).strip()
+    except InputError as error:
+        raise SlackError(f"the Slack URL file {path}: {error.reason}") from None
     if not url.startswith(("https://", "http://")):
         raise SlackError(f"{path} does not hold an http(s) URL")
     return url

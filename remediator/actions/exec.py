@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from exporter.strict_input import path_string
 from remediator import placeholders
 from remediator.actions.base import (
     Action,
@@ -61,8 +62,13 @@ def resolve_executable(context: LoadContext, key: str, program: str) -> str:
     program is an error, or only a warning for a dry-run action (staged before it is installed)."""
     if placeholders.names_in(program):
         raise context.checker.fail(key, "the program itself cannot be a placeholder")
-    path = (context.base_dir / program).resolve() if not os.path.isabs(program) else Path(program)
-    if not (path.is_file() and os.access(path, os.X_OK)):
+    try:
+        program = path_string(program)
+        path = Path(program) if os.path.isabs(program) else (context.base_dir / program).resolve()
+        executable = path.is_file() and os.access(path, os.X_OK)
+    except (OSError, ValueError) as error:  # the OS refuses the path (permissions, a loop)
+        raise context.checker.fail(key, str(error)) from None
+    if not executable:
         problem = f"{path} is not an executable file"
         if not context.dry_run:
             raise context.checker.fail(key, problem)

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 
+from exporter.strict_input import InputError, path_string, read_text
 from remediator import placeholders
 from remediator.actions.base import (
     Action,
@@ -64,10 +64,11 @@ class HttpAction(Action):
             require_declared(context, f"{prefix}.{key}", text)
         header_files = string_mapping(context, f"{prefix}.header_files",
                                       section.get("header_files"))
-        header_files = {name: str(context.base_dir / path) for name, path in header_files.items()}
-        ca_file = section.get("tls_ca_file")
+        header_files = {name: str(context.base_dir / checker.typed(
+            header_files, f"{prefix}.header_files", name, path_string)) for name in header_files}
+        ca_file = checker.typed(section, prefix, "tls_ca_file", path_string)
         if ca_file is not None:
-            ca_path = context.base_dir / str(ca_file)
+            ca_path = context.base_dir / ca_file
             if not ca_path.is_file():
                 raise checker.fail(f"{prefix}.tls_ca_file", f"file {ca_path} does not exist")
         return cls(method, url, string_mapping(context, f"{prefix}.headers",
@@ -90,8 +91,8 @@ class HttpAction(Action):
         headers = dict(self.headers)
         try:
             for name, path in self.header_files.items():
-                headers[name] = Path(path).read_text().strip()
-        except OSError as error:
+                headers[name] = read_text(path).strip()
+        except InputError as error:
             return Outcome("error", {"output": f"cannot read header file: {error}"})
         try:
             response = requests.request(

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from exporter.strict_input import non_empty_string
+from exporter.strict_input import path_string
 from remediator import placeholders
 from remediator.actions.base import Action, LoadContext, Outcome, require_declared
 from remediator.slack import SlackError, post_message, slack_escaped
@@ -27,7 +27,7 @@ class NotifyAction(Action):
     @classmethod
     def from_config(cls, section: dict, context: LoadContext) -> NotifyAction:
         checker, prefix = context.checker, context.prefix
-        url_file = checker.typed(section, prefix, "slack_api_url_file", non_empty_string,
+        url_file = checker.typed(section, prefix, "slack_api_url_file", path_string,
                                  required=True)
         templates = {"text": section.get("text"), "channel": section.get("channel") or ""}
         if not isinstance(templates["text"], str) or not templates["text"]:

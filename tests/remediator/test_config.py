@@ -3,6 +3,7 @@ for each kind of mistake; and the label matchers rules use."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -169,6 +170,44 @@ def test_a_token_file_that_is_not_utf8_text_is_a_config_error(folder):
     (folder / "token").write_bytes(b"\xff" * 32)
     with pytest.raises(ConfigError, match=r": server\.bearer_token_file: .*token: is not UTF-8"):
         load_config(write(folder, valid()))
+
+
+UNUSABLE_PATHS = {"a NUL byte": ("a\0b", "a path cannot hold a NUL byte"),
+                  "a 300-byte name": ("a" * 300, "a file or folder name is at most 255 bytes"),
+                  "6,000 characters": ("a/" * 3000, "a path is at most 4096 characters")}
+ACTION_WITH_PATH = {
+    "command": {"type": "exec", "command": ["./fix.sh"]},
+    "systemctl": {"type": "systemd_restart", "unit": "a.service", "allowed_units": ["a.service"]},
+    "tls_ca_file": {"type": "http", "url": "http://lb/drain"},
+    "header_files": {"type": "http", "url": "http://lb/drain", "header_files": {}},
+    "slack_api_url_file": {"type": "notify", "slack_api_url_file": "url", "text": "hi"},
+}
+
+
+@pytest.mark.parametrize("unusable", sorted(UNUSABLE_PATHS))
+@pytest.mark.parametrize("key", ["server.bearer_token_file", "server.web_config_file",
+                                 "audit_log", "actions.fix.command[0]", "actions.fix.systemctl",
+                                 "actions.fix.tls_ca_file", "actions.fix.header_files.Auth",
+                                 "actions.fix.slack_api_url_file"])
+def test_a_path_the_os_cannot_take_is_a_config_error(folder, key, unusable):
+    """Once a traceback (ValueError: embedded null byte, OSError: File name too long)."""
+    value, reason = UNUSABLE_PATHS[unusable]
+    config = valid()
+    if key.startswith("actions.fix."):
+        name = key.split(".")[2].split("[")[0]
+        config["actions"]["fix"] = json.loads(json.dumps(ACTION_WITH_PATH[name]))
+    *parents, last = key.removesuffix("[0]").split(".")
+    section = config
+    for part in parents:
+        section = section.setdefault(part, {})
+    if key.endswith("[0]"):
+        section[last][0] = value
+    else:
+        section[last] = value
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(folder, config))
+    assert str(raised.value).startswith(f"{folder / 'remediator.yml'}: {key}: "), raised.value
+    assert reason in str(raised.value)
 
 
 @pytest.mark.parametrize(("section", "key", "reason"), [
