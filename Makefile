@@ -4,8 +4,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
-APT_PACKAGES := prometheus prometheus-alertmanager prometheus-node-exporter victoria-metrics
-APT_BINARIES := prometheus promtool prometheus-alertmanager amtool prometheus-node-exporter victoria-metrics
+APT_PACKAGES := prometheus prometheus-alertmanager prometheus-node-exporter victoria-metrics chromium
+APT_BINARIES := prometheus promtool prometheus-alertmanager amtool prometheus-node-exporter victoria-metrics chromium
 
 .PHONY: setup apt venv run test lint clean
 
@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml
 	  else echo "run: sudo apt-get install -y python3-venv"; exit 1; fi; }
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[sidecar,dev]'
+	$(VENV)/bin/pip install -q -e '.[sidecar,remediator,dev]'
 	touch $(STAMP)
 
 run: setup

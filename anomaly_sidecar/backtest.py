@@ -308,21 +308,7 @@ def _cell(value: float) -> str:
 
 def plot(path: Path, series: Series, result: BacktestResult) -> None:
     """y, the band, and the points scored > 1, as a PNG (matplotlib, no display needed)."""
-    import matplotlib
+    from anomaly_sidecar.band_plot import draw_band_plot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    moments = np.array([datetime.fromtimestamp(s, tz=UTC) for s in series.seconds])
-    figure, axes = plt.subplots(figsize=(14, 5))
-    axes.fill_between(moments, result.yhat_lower, result.yhat_upper, color="tab:blue",
-                      alpha=0.2, label="band")
-    axes.plot(moments, result.y, color="black", linewidth=0.7, label="y")
-    alarms = np.nan_to_num(result.anomaly_score, nan=0.0) > 1.0
-    axes.scatter(moments[alarms], result.y[alarms], color="red", s=14, zorder=3,
-                 label="anomaly_score > 1")
-    axes.legend(loc="upper left")
-    figure.autofmt_xdate()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    draw_band_plot(path, series.seconds, result.y, result.yhat_lower, result.yhat_upper,
+                   result.anomaly_score)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,21 @@ from anomaly_sidecar.models.base import (
     build_params,
     model_class,
 )
-from exporter.strict_input import InputError, finite_number, load_yaml_file, read_text, shorten
+from exporter.strict_input import (
+    MAX_INTEGER,
+    InputError,
+    finite_number,
+    load_config_file,
+    read_text,
+    shorten,
+)
+from exporter.strict_input import ConfigChecker as _Checker
+from exporter.strict_input import ConfigError as ConfigError  # re-exported
+from exporter.strict_input import boolean as _bool
+from exporter.strict_input import existing_file as _existing_file
+from exporter.strict_input import integer_at_least as _count
+from exporter.strict_input import non_empty_string as _string
+from exporter.strict_input import non_negative_number as _non_negative_number
 
 DIRECTIONS = ("both", "above", "below")
 DEFAULT_LISTEN_ADDRESS = "127.0.0.1:10101"
@@ -33,21 +47,8 @@ _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _MODEL_COMMON_KEYS = ("type", "queries", "detection_direction", "min_dev_from_expected",
                       "calibration", "false_alarms_per_day", "memory", "warm_up", "quiet",
                       "rearm", "rearm_step")
-MAX_INTEGER = 2**31 - 1
-"""The largest integer any setting takes (counts, windows, seeds): 1e11 points is a typo."""
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-
-
-class ConfigError(ValueError):
-    """A configuration problem; str() is "<file>: <key.path>: <reason>"."""
-
-    def __init__(self, source: str, key_path: str, reason: str) -> None:
-        key_path, reason = shorten(key_path, 200), shorten(reason)
-        super().__init__(f"{source}: {key_path}: {reason}")
-        self.source = source
-        self.key_path = key_path
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -130,12 +131,7 @@ class SidecarConfig:
 
 def load_config(path: str | Path) -> SidecarConfig:
     """Read and validate the YAML file at path; ConfigError on any problem."""
-    source = str(path)
-    try:
-        raw = load_yaml_file(path, source)
-    except InputError as error:
-        raise ConfigError(source, error.where, error.reason) from None
-    return parse_config(raw, source)
+    return parse_config(load_config_file(path), str(path))
 
 
 def parse_config(raw: Any, source: str) -> SidecarConfig:
@@ -152,107 +148,6 @@ def parse_config(raw: Any, source: str) -> SidecarConfig:
                   for alias, section in checker.named_sections(root, "schedulers").items()}
     server = _parse_server(checker, root.get("server"))
     return SidecarConfig(source, reader, queries, models, schedulers, server)
-
-
-class _Checker:
-    """Typed accessors that raise ConfigError with the right key path."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, key_path: str, reason: str) -> ConfigError:
-        return ConfigError(self.source, key_path, reason)
-
-    def mapping(self, value: Any, key_path: str) -> dict:
-        if not isinstance(value, dict):
-            kind = "empty" if value is None else type(value).__name__
-            raise self.fail(key_path, f"must be a mapping, got {kind}")
-        return value
-
-    def allowed_keys(self, section: dict, prefix: str, allowed: tuple[str, ...]) -> None:
-        for key in section:
-            if key not in allowed:
-                raise self.fail(_join(prefix, str(key)),
-                                f"unknown key (allowed: {', '.join(allowed)})")
-
-    def required(self, section: dict, prefix: str, key: str) -> Any:
-        if section.get(key) is None:
-            raise self.fail(_join(prefix, key), "is required")
-        return section[key]
-
-    def named_sections(self, root: dict, key: str) -> dict[str, dict]:
-        sections = self.mapping(self.required(root, "", key), key)
-        for alias, section in sections.items():
-            if not isinstance(alias, str) or not alias:
-                raise self.fail(f"{key}.{alias}", "alias must be a non-empty string")
-            self.mapping(section, f"{key}.{alias}")
-        return sections
-
-    def typed(self, section: dict, prefix: str, key: str, convert: Callable[[Any], Any],
-              default: Any = None, required: bool = False) -> Any:
-        if section.get(key) is None:
-            if required:
-                raise self.fail(_join(prefix, key), "is required")
-            return default
-        try:
-            return convert(section[key])
-        except (ValueError, TypeError) as error:
-            raise self.fail(_join(prefix, key), str(error)) from None
-
-    def alias_list(self, section: dict, prefix: str, key: str, known: Mapping[str, Any],
-                   kind: str) -> list[str]:
-        if section.get(key) is None:
-            return list(known)
-        names = section[key]
-        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-            raise self.fail(_join(prefix, key), f"must be a list of {kind} aliases, got {names!r}")
-        for name in names:
-            if name not in known:
-                defined = ", ".join(known) or "none"
-                raise self.fail(_join(prefix, key),
-                                f"{kind} {name!r} is not defined (defined: {defined})")
-        return names
-
-
-def _join(prefix: str, key: str) -> str:
-    return f"{prefix}.{key}" if prefix else key
-
-
-def _string(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"must be a non-empty string, got {value!r}")
-    return value
-
-
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"must be true or false, got {value!r}")
-    return value
-
-
-def _non_negative_number(value: Any) -> float:
-    return finite_number(value, minimum=0)
-
-
-def _count(minimum: int) -> Callable[[Any], int]:
-    def convert(value: Any) -> int:
-        if (isinstance(value, bool) or not isinstance(value, int)
-                or not minimum <= value <= MAX_INTEGER):
-            raise ValueError(f"must be an integer from {minimum} to {MAX_INTEGER}, got "
-                             f"{shorten(repr(value), 40)}")
-        return value
-    return convert
-
-
-def _existing_file(value: Any) -> str:
-    path = _string(value)
-    try:
-        exists = Path(path).is_file()
-    except (OSError, ValueError) as error:
-        raise ValueError(f"file {shorten(path, 100)!r}: {error}") from None
-    if not exists:
-        raise ValueError(f"file {shorten(path, 100)!r} does not exist")
-    return path
 
 
 def _check_param_numbers(checker: _Checker, prefix: str, value: Any) -> None:

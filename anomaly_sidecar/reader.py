@@ -4,9 +4,10 @@ Uses only /api/v1/query_range and /api/v1/query, which both backends implement t
 Long ranges are split so that no request asks for more points per series than the backend
 allows; 5xx answers and connection errors are retried with exponential backoff, a 4xx answer
 (a bad query, a wrong tenant) is reported at once with the backend's own message. An answer
-is parsed strictly (parse_answer, parse_matrix): a 200 whose body is not the documented shape
-(a proxy's HTML page, `[]`, a success without data, wrong types) is a ReaderError, counted in
-anomaly_sidecar_reader_errors_total and logged, never an AttributeError in a scheduler thread.
+is parsed strictly (parse_answer, then parse_matrix or parse_vector): a 200 whose body is not
+the documented shape (a proxy's HTML page, `[]`, a success without data, wrong types) is a
+ReaderError, counted in anomaly_sidecar_reader_errors_total and logged, never an
+AttributeError in a scheduler thread or the report.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +154,10 @@ class PromReader:
         """Let the backend parse expr (an instant query); QueryRejected with its message if bad."""
         self._get("/api/v1/query", {"query": expr})
 
+    def query(self, expr: str, at: float) -> dict[SeriesKey, float]:
+        """The instant vector of expr at time `at`: series key -> value (NaN if not finite)."""
+        return self._get("/api/v1/query", {"query": expr, "time": _timestamp(at)}, parse_vector)
+
     def query_range(self, expr: str, start: float, end: float, step: float) -> SeriesBatch:
         """All series of expr on the step grid over [start, end]; NaN where a series has no
         sample at a grid point (gaps stay gaps; NaN/Inf samples become NaN)."""
@@ -220,13 +225,35 @@ def parse_answer(body: bytes) -> dict:
 def parse_matrix(data: dict) -> Matrix:
     """The series of a range-query `data` object; BadAnswer naming the first thing that is not
     as the Prometheus HTTP API documents it."""
-    if data.get("resultType") != "matrix":
-        raise BadAnswer(f"expected a range vector (resultType matrix), got "
+    matrix: Matrix = []
+    for where, key, result in _results(data, "matrix", "a range vector"):
+        samples = result.get("values", [])
+        if not isinstance(samples, list):
+            raise BadAnswer(f"{where}.values must be a list, got {type(samples).__name__}")
+        matrix.append((key, *_samples(samples, where)))
+    return matrix
+
+
+def parse_vector(data: dict) -> dict[SeriesKey, float]:
+    """The series of an instant-query `data` object: key -> value (NaN where the value is
+    "NaN" or "+Inf"); BadAnswer as parse_matrix."""
+    values: dict[SeriesKey, float] = {}
+    for where, key, result in _results(data, "vector", "an instant vector"):
+        _, value = _sample(result.get("value"), f"{where}.value")
+        values[key] = value if math.isfinite(value) else math.nan
+    return values
+
+
+def _results(data: dict, result_type: str,
+             description: str) -> Iterator[tuple[str, SeriesKey, dict]]:
+    """(position for messages, series key, result object) of each series of a `data` object
+    whose resultType must be result_type."""
+    if data.get("resultType") != result_type:
+        raise BadAnswer(f"expected {description} (resultType {result_type}), got "
                         f"{shorten(repr(data.get('resultType')), 60)}")
     results = data.get("result")
     if not isinstance(results, list):
         raise BadAnswer(f"'result' must be a list, got {type(results).__name__}")
-    matrix: Matrix = []
     for position, result in enumerate(results):
         where = f"result[{position}]"
         if not isinstance(result, dict):
@@ -235,11 +262,7 @@ def parse_matrix(data: dict) -> Matrix:
         if not isinstance(labels, dict) or not all(
                 isinstance(name, str) and isinstance(value, str) for name, value in labels.items()):
             raise BadAnswer(f"{where}.metric must map label names to string values")
-        samples = result.get("values", [])
-        if not isinstance(samples, list):
-            raise BadAnswer(f"{where}.values must be a list, got {type(samples).__name__}")
-        matrix.append((series_key(labels), *_samples(samples, where)))
-    return matrix
+        yield where, series_key(labels), result
 
 
 def _samples(samples: list, where: str) -> tuple[np.ndarray, np.ndarray]:

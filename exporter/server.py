@@ -62,6 +62,8 @@ class ExporterHTTPServer(ThreadingHTTPServer):
 
     daemon_threads = True
     request_queue_size = 64
+    max_connections_setting = "--web.max-connections"
+    """Where a user raises the cap (named in the log line when it is reached)."""
 
     def __init__(self, address: tuple[str, int], registry: CollectorRegistry,
                  telemetry_path: str, web_config: WebConfig,
@@ -84,9 +86,9 @@ class ExporterHTTPServer(ThreadingHTTPServer):
             now = time.monotonic()
             if now - self._last_refusal_log >= REFUSAL_LOG_INTERVAL_SECONDS:
                 self._last_refusal_log = now
-                LOG.warning("%d connections open (--web.max-connections): closing new ones "
-                            "until some end (%d refused so far)", self.max_connections,
-                            self.refused_connections)
+                LOG.warning("%d connections open (%s): closing new ones until some end (%d "
+                            "refused so far)", self.max_connections,
+                            self.max_connections_setting, self.refused_connections)
             self.shutdown_request(request)
             return
         try:
@@ -146,14 +148,17 @@ class ExporterRequestHandler(BaseHTTPRequestHandler):
             LOG.debug("connection from %s ended: %s", self.client_address, error)
 
     def do_GET(self) -> None:
-        self._respond(send_body=True)
+        self._respond()
 
     def do_HEAD(self) -> None:
         """As GET, without the body (Content-Length is still the GET body's)."""
-        self._respond(send_body=False)
+        self._send_body = False
+        try:
+            self._respond()
+        finally:
+            self._send_body = True  # this handler serves the connection's next request too
 
-    def _respond(self, send_body: bool) -> None:
-        self._send_body = send_body
+    def _respond(self) -> None:
         if not self._authorized():
             self._send(401, b"Unauthorized\n", "text/plain; charset=utf-8",
                        {"WWW-Authenticate": 'Basic realm="aiinfra-exporter"'})

@@ -1,5 +1,5 @@
-"""Start and stop the whole local stack: exporter, anomaly sidecar, Prometheus, Alertmanager,
-and a demo model endpoint the exporter probes (scripts/demo_model.py).
+"""Start and stop the whole local stack: exporter, anomaly sidecar, remediator, Prometheus,
+Alertmanager, and a demo model endpoint the exporter probes (scripts/demo_model.py).
 
 `make run` (scripts/run_stack.py), the end-to-end tests and benchmarks/e2e_latency.py all go
 through this one class, so the stack that is tested and measured is the one users start. Every
@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -29,17 +30,20 @@ from scripts.stack_config import (
     dump_yaml,
     load_yaml,
     prometheus_config,
+    remediator_config,
 )
 
-DEFAULT_PORTS = {"exporter": 10100, "sidecar": 10101, "prometheus": 9090, "alertmanager": 9093,
-                 "model": 10103}
+DEFAULT_PORTS = {"exporter": 10100, "sidecar": 10101, "remediator": 10102, "prometheus": 9090,
+                 "alertmanager": 9093, "model": 10103}
 DEFAULT_SIDECAR_CONFIG = REPO_ROOT / "anomaly_sidecar" / "examples" / "stack.yml"
+DEFAULT_REMEDIATOR_CONFIG = REPO_ROOT / "remediator" / "examples" / "stack.yml"
 # The exporter's probe targets and process group for the demo model (scripts/demo_model.py).
 DEMO_EXPORTER_CONFIG = REPO_ROOT / "scripts" / "demo_exporter.yml"
 DEMO_MODEL_JOB = "demo_model"  # scraped for the model server's own latency histogram
 # Prometheus job name of each component (as in the shipped prometheus.yml).
 JOBS = {"exporter": "aiinfra_exporter", "sidecar": "anomaly_sidecar",
-        "prometheus": "prometheus", "alertmanager": "alertmanager"}
+        "remediator": "aiinfra_remediator", "prometheus": "prometheus",
+        "alertmanager": "alertmanager"}
 _PR_SET_PDEATHSIG = 1
 
 
@@ -50,8 +54,11 @@ class StackOptions:
     run_dir: Path
     ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
     sidecar_config: Path = DEFAULT_SIDECAR_CONFIG
+    remediator_config: Path = DEFAULT_REMEDIATOR_CONFIG
     slack_url_file: Path | None = None
     remediation_url: str | None = None
+    """Where Alertmanager sends critical alerts besides Slack; None: this stack's remediator
+    (with its bearer token; another URL gets no token)."""
     scrape_interval: str | None = None
     evaluation_interval: str | None = None
     route_timing: Mapping[str, str] = field(default_factory=dict)
@@ -126,11 +133,19 @@ class Stack:
         ports, run_dir = self.options.ports, self.run_dir
         address = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
         prometheus_yml = self._render_prometheus(address)
+        token_file = self.remediator_token_file()
+        own_remediator = self.options.remediation_url is None
         alertmanager_yml = dump_yaml(alertmanager_config(
-            self.options.slack_url_file, self.options.remediation_url,
-            self.options.route_timing), run_dir / "alertmanager.yml")
+            self.options.slack_url_file,
+            f"{self.url('remediator')}/alerts" if own_remediator else self.options.remediation_url,
+            self.options.route_timing, token_file if own_remediator else None),
+            run_dir / "alertmanager.yml")
         sidecar_yml = self._render_sidecar(address)
         exporter_yml = self._render_exporter_config(address)
+        remediator_yml = dump_yaml(remediator_config(
+            self.options.remediator_config, address["remediator"], token_file,
+            run_dir / "remediator-audit.jsonl", self.options.slack_url_file),
+            run_dir / "remediator.yml")
         return [
             Component("model", [sys.executable, str(REPO_ROOT / "scripts" / "demo_model.py"),
                                 f"--listen-address={address['model']}"],
@@ -141,6 +156,9 @@ class Stack:
                                    f"--config.file={exporter_yml}",
                                    *self.options.exporter_args],
                       f"{self.url('exporter')}/metrics"),
+            Component("remediator", [console_script("aiinfra-remediator"), "run", "--config",
+                                     str(remediator_yml)],
+                      f"{self.url('remediator')}/metrics"),
             Component("alertmanager", [
                 require_binary("prometheus-alertmanager"), f"--config.file={alertmanager_yml}",
                 f"--storage.path={run_dir / 'alertmanager-data'}",
@@ -156,6 +174,17 @@ class Stack:
                                   str(sidecar_yml), "--state-dir", str(run_dir / "sidecar-state")],
                       f"{self.url('sidecar')}/metrics"),
         ]
+
+    def remediator_token_file(self) -> Path:
+        """run_dir/secrets/remediator_token: made once (random, mode 0600), then reused, so a
+        restarted stack keeps the token Alertmanager and the remediator share."""
+        path = self.run_dir / "secrets" / "remediator_token"
+        if not path.exists():
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(secrets.token_urlsafe(32) + "\n")
+        return path
 
     def _render_prometheus(self, address: Mapping[str, str]) -> Path:
         rule_files = None

@@ -60,14 +60,16 @@ def prometheus_config(targets: Mapping[str, str], alertmanager_address: str,
 
 
 def alertmanager_config(slack_url_file: Path | None, remediation_url: str | None,
-                        route_timing: Mapping[str, str] | None = None) -> dict:
+                        route_timing: Mapping[str, str] | None = None,
+                        remediation_token_file: Path | None = None) -> dict:
     """The shipped alertmanager.yml made runnable from any directory.
 
     Without a Slack URL file the Slack integrations are dropped (alerts still show in
     Alertmanager's UI); without a remediation URL the webhook is dropped rather than left
-    retrying against a loopback port nobody listens on. route_timing sets group_wait,
-    group_interval or repeat_interval on the root route and on each child route that sets
-    its own (tests use seconds).
+    retrying against a loopback port nobody listens on. The remediator's bearer token is sent
+    only when remediation_token_file is given (never to another receiver). route_timing sets
+    group_wait, group_interval or repeat_interval on the root route and on each child route
+    that sets its own (tests use seconds).
     """
     config = load_yaml(SHIPPED_ALERTMANAGER)
     config["templates"] = [str(SHIPPED_ALERTMANAGER.parent / pattern)
@@ -81,10 +83,33 @@ def alertmanager_config(slack_url_file: Path | None, remediation_url: str | None
             receiver.pop("slack_configs", None)
         for webhook in receiver.get("webhook_configs", []):
             webhook["url"] = remediation_url
+            if remediation_token_file is None:
+                webhook.pop("http_config", None)
+            else:
+                webhook["http_config"]["authorization"]["credentials_file"] = str(
+                    Path(remediation_token_file).resolve())
         if remediation_url is None:
             receiver.pop("webhook_configs", None)
     _validate_route_timing(route_timing or {})
     _apply_route_timing(config["route"], route_timing or {})
+    return config
+
+
+def remediator_config(source: Path, listen_address: str, token_file: Path, audit_log: Path,
+                      slack_url_file: Path | None) -> dict:
+    """A remediator config (remediator/examples/stack.yml for `make run`) on this stack's
+    address, token and audit log. Its Slack messages go to slack_url_file; without one, notify
+    actions become dry runs (the audit log still shows what they would have sent)."""
+    config = load_yaml(source)
+    config["server"].update(listen_address=listen_address, bearer_token_file=str(token_file))
+    config["audit_log"] = str(audit_log)
+    for action in config["actions"].values():
+        if action["type"] != "notify":
+            continue
+        if slack_url_file is None:
+            action["dry_run"] = True
+        else:
+            action["slack_api_url_file"] = str(Path(slack_url_file).resolve())
     return config
 
 

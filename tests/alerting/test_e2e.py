@@ -38,11 +38,11 @@ def test_every_target_is_scraped(stack):
         targets = requests.get(f"{stack.stack.url('prometheus')}/api/v1/targets",
                                timeout=5).json()["data"]["activeTargets"]
         health = {t["labels"]["job"]: t["health"] for t in targets}
-        return health if set(health.values()) == {"up"} and len(health) == 6 else None
+        return health if set(health.values()) == {"up"} and len(health) == 7 else None
 
-    health = wait_for(all_up, 30, message="all six targets up")
-    assert set(health) == {"aiinfra_exporter", "anomaly_sidecar", "alertmanager", "prometheus",
-                           "test_target", "demo_model"}
+    health = wait_for(all_up, 30, message="all seven targets up")
+    assert set(health) == {"aiinfra_exporter", "anomaly_sidecar", "aiinfra_remediator",
+                           "alertmanager", "prometheus", "test_target", "demo_model"}
 
 
 def referenced_names(prefix: str) -> set[str]:

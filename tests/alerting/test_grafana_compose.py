@@ -57,7 +57,7 @@ def test_compose_images_and_build_targets():
     stages = set(re.findall(r"^FROM \S+ AS (\w+)$", (REPO_ROOT / "Dockerfile").read_text(),
                             re.MULTILINE))
     targets = {service["build"]["target"] for service in services.values() if "build" in service}
-    assert targets == {"exporter", "sidecar"}
+    assert targets == {"exporter", "sidecar", "remediator"}
     assert targets <= stages
 
 

@@ -15,7 +15,7 @@ from tests.alerting.shipped import REPO_ROOT
 from tests.support.services import free_port, wait_for
 
 RUN_STACK = REPO_ROOT / "scripts" / "run_stack.py"
-COMPONENTS = ("exporter", "sidecar", "prometheus", "alertmanager", "model")
+COMPONENTS = ("exporter", "sidecar", "remediator", "prometheus", "alertmanager", "model")
 
 
 def test_run_stack_starts_everything_and_sigint_stops_every_child(tmp_path):
@@ -44,8 +44,8 @@ def test_run_stack_starts_everything_and_sigint_stops_every_child(tmp_path):
             return health if set(health.values()) == {"up"} else None
 
         health = wait_for(all_up, 60, message="every target up")
-        assert set(health) == {"aiinfra_exporter", "anomaly_sidecar", "prometheus",
-                               "alertmanager", "demo_model"}
+        assert set(health) == {"aiinfra_exporter", "anomaly_sidecar", "aiinfra_remediator",
+                               "prometheus", "alertmanager", "demo_model"}
         exporter = requests.get(f"http://127.0.0.1:{ports['exporter']}/metrics", timeout=5).text
         assert 'aiinfra_process_group_processes{group="demo-model"} 1.0' in exporter
         wait_for(lambda: 'aiinfra_probe_success{target="demo-model"} 1.0' in requests.get(
@@ -54,6 +54,13 @@ def test_run_stack_starts_everything_and_sigint_stops_every_child(tmp_path):
         rendered = yaml.safe_load((tmp_path / "run" / "alertmanager.yml").read_text())
         assert rendered["global"]["slack_api_url_file"] == str(slack_file)
         assert "never-called" not in (tmp_path / "run" / "alertmanager.yml").read_text()
+        token_file = tmp_path / "run" / "secrets" / "remediator_token"
+        (oncall,) = [r for r in rendered["receivers"] if r["name"] == "slack-oncall"]
+        assert oncall["webhook_configs"][0]["url"] == \
+            f"http://127.0.0.1:{ports['remediator']}/alerts"
+        assert oncall["webhook_configs"][0]["http_config"]["authorization"][
+            "credentials_file"] == str(token_file)
+        assert token_file.stat().st_mode & 0o777 == 0o600
 
         children = psutil.Process(process.pid).children(recursive=True)
         assert len(children) >= len(COMPONENTS)

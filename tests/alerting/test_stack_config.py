@@ -7,12 +7,21 @@ import subprocess
 import pytest
 import yaml
 
-from scripts.stack_config import alertmanager_config, fast_rules, prometheus_config
+from scripts.stack import DEFAULT_REMEDIATOR_CONFIG, console_script
+from scripts.stack_config import (
+    alertmanager_config,
+    dump_yaml,
+    fast_rules,
+    prometheus_config,
+    remediator_config,
+)
 from tests.alerting.shipped import alert_rules
+from tests.support.remediator import write_token
 from tests.support.services import require_binary
 
 JOBS = {"aiinfra_exporter": "127.0.0.1:1", "anomaly_sidecar": "127.0.0.1:2",
-        "alertmanager": "127.0.0.1:3", "prometheus": "127.0.0.1:4"}
+        "alertmanager": "127.0.0.1:3", "prometheus": "127.0.0.1:4",
+        "aiinfra_remediator": "127.0.0.1:6"}
 
 
 def test_prometheus_config_sets_every_target_and_keeps_honor_labels(tmp_path):
@@ -84,3 +93,42 @@ def test_fast_rules_refuse_a_threshold_for_an_unknown_alert():
     """A typo must not leave the shipped threshold silently in place."""
     with pytest.raises(ValueError, match=r"thresholds for unknown alerts: \['HostHighMemory'\]"):
         fast_rules("2s", {"HostHighMemory": 0.01})
+
+
+def test_the_remediation_webhook_carries_the_token_only_to_the_stacks_remediator(tmp_path):
+    token = tmp_path / "remediator_token"
+    own = alertmanager_config(None, "http://127.0.0.1:10102/alerts", remediation_token_file=token)
+    (webhook,) = next(r for r in own["receivers"] if r["name"] == "slack-oncall")["webhook_configs"]
+    assert webhook["http_config"] == {"authorization": {"type": "Bearer",
+                                                        "credentials_file": str(token)}}
+    other = alertmanager_config(None, "http://elsewhere.example/hook")
+    (webhook,) = next(r for r in other["receivers"]
+                      if r["name"] == "slack-oncall")["webhook_configs"]
+    assert "http_config" not in webhook
+    for config in (own, other):
+        path = tmp_path / "alertmanager.yml"
+        path.write_text(yaml.safe_dump(config))
+        result = subprocess.run([require_binary("amtool"), "check-config", str(path)],
+                                capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("with_slack", [True, False])
+def test_the_rendered_example_remediator_config_is_valid_and_safe(tmp_path, with_slack):
+    token = tmp_path / "token"
+    write_token(token)
+    slack = tmp_path / "slack_url" if with_slack else None
+    config = remediator_config(DEFAULT_REMEDIATOR_CONFIG, "127.0.0.1:1", token,
+                               tmp_path / "audit.jsonl", slack)
+    notify = [action for action in config["actions"].values() if action["type"] == "notify"]
+    others = [action for action in config["actions"].values() if action["type"] != "notify"]
+    assert notify and others
+    assert all(action.get("dry_run") is True for action in others)
+    for action in notify:
+        assert action.get("dry_run", False) is not with_slack
+        if with_slack:
+            assert action["slack_api_url_file"] == str(slack)
+    path = dump_yaml(config, tmp_path / "remediator.yml")
+    result = subprocess.run([console_script("aiinfra-remediator"), "check-config", str(path)],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr

@@ -18,6 +18,7 @@ from tests.exporter.support import (
     exporter_process,
     run_cli,
 )
+from tests.support.fuzzing import ALIAS_BOMB
 
 
 @pytest.mark.parametrize(("flag", "expected"), [
@@ -74,19 +75,13 @@ def test_bad_web_config_exits_2_naming_the_key(tmp_path, config: str, expected: 
     assert expected in result.stderr
 
 
-def alias_bomb() -> str:
-    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
-    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
-    return "\n".join(lines) + "\n"
-
-
 @pytest.mark.parametrize(("content", "expected"), [
     pytest.param("basic_auth_users:\n  prometheus: caf\u00e9\n".encode("latin-1"),
                  "is not UTF-8 text (byte 0xe9", id="latin-1"),
     pytest.param("basic_auth_users: {}\n".encode("utf-16"), "is UTF-16 text", id="utf-16"),
     pytest.param(("a: " + "[" * 5000 + "]" * 5000 + "\n").encode(),
                  "nested deeper than 64 levels", id="5000-deep"),
-    pytest.param(alias_bomb().encode(), "expand to more than 100,000 nodes", id="alias-bomb"),
+    pytest.param(ALIAS_BOMB.encode(), "expand to more than 100,000 nodes", id="alias-bomb"),
 ])
 @pytest.mark.parametrize("flag", ["--web.config.file", "--config.file"])
 def test_unreadable_yaml_file_exits_2_without_a_traceback(tmp_path, content: bytes,

@@ -3,15 +3,13 @@ HEAD, and the cap on open connections."""
 
 from __future__ import annotations
 
-import time
-
 import bcrypt
 import pytest
 import requests
 
 from tests.exporter.support import exporter_process
 from tests.exporter.tls import make_certificates
-from tests.support.services import wait_for
+from tests.support.services import assert_idle_clients_get_no_threads, wait_for
 
 PASSWORD = "s3cret-scrape"
 
@@ -114,25 +112,9 @@ def test_head_is_served_without_a_body(tmp_path) -> None:
 def test_open_connections_are_capped_without_a_thread_each(tmp_path) -> None:
     """2,000 idle clients once made 1,938 threads; now at most --web.max-connections are
     served, the rest wait or are closed, and the exporter answers again once they leave."""
-    import socket
-    from pathlib import Path
-
-    def threads(pid: int) -> int:
-        status = Path(f"/proc/{pid}/status").read_text()
-        return int(next(line.split()[1] for line in status.splitlines()
-                        if line.startswith("Threads:")))
-
     with exporter_process(tmp_path, "--no-collector.gpu", "--no-collector.xid",
                           "--web.max-connections=8") as exporter:
-        baseline = threads(exporter.process.pid)
-        host, port = exporter.address.split(":")
-        idle = [socket.create_connection((host, int(port)), timeout=5) for _ in range(60)]
-        try:
-            time.sleep(1.0)
-            assert threads(exporter.process.pid) <= baseline + 8
-        finally:
-            for connection in idle:
-                connection.close()
+        assert_idle_clients_get_no_threads(exporter.process.pid, exporter.address, 60, 8)
         response = wait_for(lambda: _get_or_none(exporter.url + "/metrics"), 10, 0.2,
                             "an answer once the idle clients left")
         assert response.status_code == 200

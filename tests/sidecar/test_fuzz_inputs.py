@@ -1,5 +1,5 @@
-"""Property-based: any sidecar config loads or raises ConfigError; any query API answer parses
-or raises BadAnswer (a ReaderError); each within a time bound."""
+"""Property-based: any sidecar config loads or raises ConfigError; any query API answer, range
+or instant, parses or raises BadAnswer (a ReaderError); each within a time bound."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from anomaly_sidecar.config import ConfigError, SidecarConfig, load_config
-from anomaly_sidecar.reader import BadAnswer, parse_answer, parse_matrix
+from anomaly_sidecar.reader import BadAnswer, parse_answer, parse_matrix, parse_vector
 from tests.sidecar.helpers import MINIMAL_CONFIG
 from tests.support.fuzzing import FUZZ, json_values, load_file, raw_bytes, scalars
 
@@ -62,10 +62,11 @@ def test_any_config_loads_or_raises_config_error(content: bytes) -> None:
     assert config is None or isinstance(config, SidecarConfig)
 
 
-samples = st.lists(st.one_of(st.tuples(st.one_of(st.integers(), st.floats()),
-                                       st.one_of(st.text(max_size=8), st.sampled_from(
-                                           ["1", "NaN", "+Inf", "-1e308", "1e999"]))).map(list),
-                             json_values), max_size=4)
+sample = st.one_of(st.tuples(st.one_of(st.integers(), st.floats()),
+                             st.one_of(st.text(max_size=8), st.sampled_from(
+                                 ["1", "NaN", "+Inf", "-1e308", "1e999"]))).map(list),
+                   json_values)
+samples = st.lists(sample, max_size=4)
 answers = st.one_of(
     st.fixed_dictionaries({"status": st.sampled_from(["success", "error", 1]),
                            "data": st.one_of(json_values, st.fixed_dictionaries({
@@ -74,7 +75,8 @@ answers = st.one_of(
                                    {}, optional={"metric": st.one_of(
                                        st.dictionaries(st.text(max_size=5), st.text(max_size=5)),
                                        json_values),
-                                                 "values": st.one_of(samples, json_values)}),
+                                                 "values": st.one_of(samples, json_values),
+                                                 "value": sample}),
                                    max_size=3))}))}).map(lambda doc: json.dumps(doc).encode()),
     json_values.map(lambda doc: json.dumps(doc).encode()),
     raw_bytes)
@@ -83,11 +85,20 @@ answers = st.one_of(
 @FUZZ
 @given(body=answers)
 def test_any_answer_parses_or_raises_bad_answer(body: bytes) -> None:
+    """As a range answer (parse_matrix) and as an instant one (parse_vector)."""
     try:
         matrix = parse_matrix(parse_answer(body))
     except BadAnswer as error:
         assert len(str(error)) < 2000
-        return
-    for key, stamps, numbers in matrix:
-        assert all(isinstance(name, str) and isinstance(value, str) for name, value in key)
-        assert len(stamps) == len(numbers) and np.isfinite(stamps).all()
+    else:
+        for key, stamps, numbers in matrix:
+            assert all(isinstance(name, str) and isinstance(value, str) for name, value in key)
+            assert len(stamps) == len(numbers) and np.isfinite(stamps).all()
+    try:
+        vector = parse_vector(parse_answer(body))
+    except BadAnswer as error:
+        assert len(str(error)) < 2000
+    else:
+        for key, value in vector.items():
+            assert all(isinstance(name, str) and isinstance(label, str) for name, label in key)
+            assert isinstance(value, float) and not np.isinf(value)

@@ -15,7 +15,13 @@ import numpy as np
 import pytest
 
 from anomaly_sidecar.config import ConfigError, ReaderConfig, load_config
-from anomaly_sidecar.reader import BadAnswer, PromReader, parse_answer, parse_matrix
+from anomaly_sidecar.reader import (
+    BadAnswer,
+    PromReader,
+    parse_answer,
+    parse_matrix,
+    parse_vector,
+)
 from tests.sidecar.helpers import (
     MINIMAL_CONFIG,
     FaultProxy,
@@ -23,6 +29,7 @@ from tests.sidecar.helpers import (
     sidecar_process,
     total,
 )
+from tests.support.fuzzing import ALIAS_BOMB
 from tests.support.services import free_port, wait_for
 
 
@@ -36,12 +43,6 @@ def check_config(path: Path, *, module: bool = False) -> subprocess.CompletedPro
 def edited(old: str, new: str) -> str:
     assert old in MINIMAL_CONFIG
     return MINIMAL_CONFIG.replace(old, new, 1)
-
-
-def alias_bomb() -> str:
-    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
-    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
-    return "\n".join(lines) + "\n" + MINIMAL_CONFIG
 
 
 @pytest.mark.parametrize(("content", "message"), [
@@ -68,8 +69,8 @@ def alias_bomb() -> str:
                  "reader.headers.X-Tenant: not a valid HTTP header", id="header-crlf"),
     pytest.param(MINIMAL_CONFIG + "x: " + "[" * 1000 + "]" * 1000 + "\n",
                  "(file): not valid YAML: nested deeper than 64 levels", id="1000-deep"),
-    pytest.param(alias_bomb(), "(file): YAML aliases expand to more than 100,000 nodes",
-                 id="alias-bomb"),
+    pytest.param(ALIAS_BOMB + MINIMAL_CONFIG,
+                 "(file): YAML aliases expand to more than 100,000 nodes", id="alias-bomb"),
 ])
 def test_bad_config_is_a_clear_error_with_exit_2(tmp_path, content: str, message: str) -> None:
     path = tmp_path / "bad.yml"
@@ -107,22 +108,44 @@ def test_python_dash_m_runs_the_cli(tmp_path) -> None:
     assert check_config(path, module=True).returncode == 2
 
 
-@pytest.mark.parametrize("body", [b"[]", b'"str"', b'{"status":"success"}',
-                                  b'{"status":"success","data":[]}',
-                                  b'{"status":"success","data":{"resultType":"matrix",'
-                                  b'"result":[{"metric":{},"values":[[1,2]]}]}',
-                                  b'{"status":"success","data":{"resultType":"matrix",'
-                                  b'"result":{"a":1}}}',
-                                  b"<html>proxy error</html>", b"[" * 100_000])
-def test_a_200_that_is_not_a_query_answer_is_a_counted_reader_error(body: bytes) -> None:
+RANGE_GARBAGE = [b"[]", b'"str"', b'{"status":"success"}', b'{"status":"success","data":[]}',
+                 b'{"status":"success","data":{"resultType":"matrix",'
+                 b'"result":[{"metric":{},"values":[[1,2]]}]}',
+                 b'{"status":"success","data":{"resultType":"matrix","result":{"a":1}}}',
+                 b"<html>proxy error</html>", b"[" * 100_000]
+INSTANT_GARBAGE = [b'{"status":"success","data":{"resultType":"matrix","result":[]}}',
+                   b'{"status":"success","data":{"resultType":"vector",'
+                   b'"result":[{"metric":{},"value":[1,2]}]}}',
+                   b'{"status":"success","data":{"resultType":"vector",'
+                   b'"result":[{"metric":{"a":1},"value":[1,"2"]}]}}',
+                   b'{"status":"success","data":{"resultType":"vector",'
+                   b'"result":[{"metric":{}}]}}', b"[]"]
+QUERIES = {"/api/v1/query_range": lambda reader: reader.query_range("up", 1000, 1060, 15),
+           "/api/v1/query": lambda reader: reader.query("up", 1000)}
+
+
+@pytest.mark.parametrize(("path", "body"),
+                         [("/api/v1/query_range", body) for body in RANGE_GARBAGE]
+                         + [("/api/v1/query", body) for body in INSTANT_GARBAGE])
+def test_a_200_that_is_not_a_query_answer_is_a_counted_reader_error(path: str,
+                                                                    body: bytes) -> None:
     outcomes: list[bool] = []
     with FaultProxy("http://127.0.0.1:9") as proxy:
         proxy.mode, proxy.body = "body", body
         reader = PromReader(ReaderConfig(url=proxy.url, max_retries=0),
                             on_request=lambda seconds, ok: outcomes.append(ok))
-        with pytest.raises(BadAnswer, match=r"/api/v1/query_range: "):
-            reader.query_range("up", 1000, 1060, 15)
+        with pytest.raises(BadAnswer, match=f"{path}: "):
+            QUERIES[path](reader)
     assert outcomes == [False]  # counted as a failed request, not retried
+
+
+def test_parse_vector_reads_the_documented_shape() -> None:
+    data = parse_answer(json.dumps({"status": "success", "data": {
+        "resultType": "vector", "result": [
+            {"metric": {"__name__": "up", "job": "a"}, "value": [10, "1"]},
+            {"metric": {"job": "b"}, "value": [10, "+Inf"]}]}}).encode())
+    vector = parse_vector(data)
+    assert vector[(("job", "a"),)] == 1.0 and np.isnan(vector[(("job", "b"),)])
 
 
 def test_parse_matrix_reads_the_documented_shape() -> None:

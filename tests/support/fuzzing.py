@@ -1,4 +1,5 @@
-"""Shared hypothesis settings and strategies for the property-based tests of input parsers.
+"""Shared hypothesis settings and strategies for the property-based tests of input parsers,
+and the hostile documents every YAML loader's tests feed it.
 
 Runs are derandomized (the same examples every run, so CI is reproducible) and bounded: each
 example must finish within EXAMPLE_DEADLINE, and the example counts keep all fuzz tests of
@@ -39,6 +40,15 @@ json_values = st.recursive(
 raw_bytes = st.one_of(st.binary(max_size=400), st.text(max_size=400).map(str.encode),
                       st.text(max_size=200).map(lambda text: text.encode("utf-16")))
 """Bytes that are not what a parser expects: binary, arbitrary UTF-8, UTF-16."""
+
+
+ALIAS_BOMB = "\n".join(
+    ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]) + "\n"
+"""A "billion laughs" YAML document: 10 lines whose aliases expand to 9**10 strings."""
+
+DEEP_YAML = "deep: " + "[" * 1000 + "]" * 1000 + "\n"
+"""A YAML document nested 1,000 deep (past Python's recursion limit once constructed)."""
 
 
 def load_file(content: bytes, name: str, load: Callable[[Path], T],

@@ -25,6 +25,27 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def assert_idle_clients_get_no_threads(pid: int, address: str, clients: int, cap: int) -> None:
+    """Open `clients` idle connections to host:port `address` and check that the server
+    process runs at most `cap` more threads than before (a connection cap at work); the
+    connections are closed again before returning."""
+    host, port = address.rsplit(":", 1)
+    baseline = _thread_count(pid)
+    idle = [socket.create_connection((host, int(port)), timeout=5) for _ in range(clients)]
+    try:
+        time.sleep(1.0)
+        assert _thread_count(pid) <= baseline + cap
+    finally:
+        for connection in idle:
+            connection.close()
+
+
+def _thread_count(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines()
+                    if line.startswith("Threads:")))
+
+
 def require_binary(name: str) -> str:
     path = shutil.which(name)
     if path is None:

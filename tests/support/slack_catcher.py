@@ -20,11 +20,13 @@ from tests.support.services import free_port
 
 @dataclass
 class CaughtRequest:
-    """One POST received: its path, decoded JSON body and when it arrived (time.monotonic)."""
+    """One POST received: its path, decoded JSON body, when it arrived (time.monotonic) and
+    its headers."""
 
     path: str
     body: dict
     received_at: float
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -78,7 +80,7 @@ def _handler_for(catcher: SlackCatcher) -> type[BaseHTTPRequestHandler]:
                 body = json.loads(raw or b"{}")
             except json.JSONDecodeError:
                 body = {"unparsed": raw.decode(errors="replace")}
-            catcher.record(CaughtRequest(self.path, body, time.monotonic()))
+            catcher.record(CaughtRequest(self.path, body, time.monotonic(), dict(self.headers)))
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")
             self.end_headers()

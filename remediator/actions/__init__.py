@@ -1,0 +1,1 @@
+"""Action types, one module per `type`: exec, systemd_restart, http, notify."""
