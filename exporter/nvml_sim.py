@@ -184,13 +184,14 @@ class SimulatedNVML(SimulatedProfiling):
                                  field_ids: list[int | tuple[int, int]]) -> list:
         """Entries for field ids or (field id, scope id) pairs, as pynvml takes them."""
         device = self._device(handle, "nvmlDeviceGetFieldValues")
-        return [self._field_value(device, *(entry if isinstance(entry, tuple) else (entry, 0)))
-                for entry in field_ids]
+        now = self.clock()  # one snapshot: NVML's aggregates equal the sum of their parts
+        return [self._field_value(device, *(entry if isinstance(entry, tuple) else (entry, 0)),
+                                  now) for entry in field_ids]
 
-    def _field_value(self, device: SimulatedDevice, field_id: int,
-                     scope: int) -> SimpleNamespace:
+    def _field_value(self, device: SimulatedDevice, field_id: int, scope: int,
+                     now: float) -> SimpleNamespace:
         """One entry as NVML fills it: a per-field status, a value type and a value union."""
-        profiling = self._profiling_field(device, field_id, scope)
+        profiling = self._profiling_field(device, field_id, scope, now)
         if profiling is not None and field_id not in device.unsupported:
             return profiling
         busy = self._utilization_percent(device.index)

@@ -106,13 +106,13 @@ class SimulatedProfiling:
             return 0.0
         return 0.5 + 0.4 * math.sin(2 * math.pi * at / WAVE_PERIOD_SECONDS + device.index)
 
-    def _busy_seconds(self, device: SimulatedDevice) -> float:
-        """The wave integrated from 0 to now: seconds of full-speed work, for byte counters
+    @staticmethod
+    def _busy_seconds(device: SimulatedDevice, now: float) -> float:
+        """The wave integrated from 0 to `now`: seconds of full-speed work, for byte counters
         that grow with the load (and never go back)."""
         if device.workload == "idle":
             return 0.0
         phase = 2 * math.pi / WAVE_PERIOD_SECONDS
-        now = self.clock()
         return 0.5 * now - 0.4 / phase * (math.cos(phase * now + device.index)
                                           - math.cos(device.index))
 
@@ -162,7 +162,7 @@ class SimulatedProfiling:
         first, second = (self._gpm_samples.get(ctypes.addressof(pointer.contents), (None, None))[1]
                          for pointer in (metrics_get.sample1, metrics_get.sample2))
         if first is None or second is None or (first.index, first.gpu_instance_id) != (
-                second.index, second.gpu_instance_id) or second.taken_at <= first.taken_at:
+                second.index, second.gpu_instance_id) or second.taken_at < first.taken_at:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         device = self._device(SimpleNamespace(index=second.index, mig_slot=None),
                               "nvmlGpmMetricsGet")
@@ -202,11 +202,11 @@ class SimulatedProfiling:
         return self.model(device).pcie_width
 
     # -- NVLink and PCIe field values ---------------------------------------------------------
-    def _profiling_field(self, device: SimulatedDevice, field_id: int,
-                         scope: int) -> SimpleNamespace | None:
-        """A NVLink or PCIe field entry, or None if the field is not one of these."""
+    def _profiling_field(self, device: SimulatedDevice, field_id: int, scope: int,
+                         now: float) -> SimpleNamespace | None:
+        """A NVLink or PCIe field entry at `now`, or None if the field is not one of these."""
         links = self.model(device).nvlink_links
-        busy_seconds = self._busy_seconds(device)
+        busy_seconds = self._busy_seconds(device, now)
         long_long = pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
         if field_id in (pynvml.NVML_FI_DEV_PCIE_COUNT_TX_BYTES,
                         pynvml.NVML_FI_DEV_PCIE_COUNT_RX_BYTES):
@@ -232,7 +232,7 @@ class SimulatedProfiling:
         if field_id == pynvml.NVML_FI_DEV_NVLINK_GET_STATE:
             return _success(pynvml.NVML_VALUE_TYPE_UNSIGNED_INT, 1)
         if field_id in _NVLINK_ERRORS:  # a few old errors; GPU 1's link 2 keeps replaying
-            growing = int(self.clock() // ERRORS_GROW_EVERY_SECONDS) if (
+            growing = int(now // ERRORS_GROW_EVERY_SECONDS) if (
                 device.index, scope, field_id) == (1, 2, pynvml.NVML_FI_DEV_NVLINK_ERROR_DL_REPLAY
             ) else 0
             return _success(long_long, (scope + device.index) % 2 * _NVLINK_ERRORS[field_id]
