@@ -139,13 +139,14 @@ def per_gpu_profiling(collector: GpuProfilingCollector, rounds: int) -> None:
             print(f"  GPU {device.index}: profiling readings failed (see the log)")
             continue
         values = {name: value for name, _, value in rows if name in PROFILING_SHOWN}
-        links = len({tuple(labels) for name, labels, _ in rows
-                     if name == "aiinfra_gpu_nvlink_link_up"})
+        links = next((int(value) for name, _, value in rows
+                      if name == "aiinfra_gpu_nvlink_links_up"), 0)
         absent = sorted(name for name in declared - {name for name, _, _ in rows}
-                        if "_mig_" not in name)
+                        if "_mig_" not in name and not (  # MIG only with MIG on, links opt-in
+                            "_nvlink_link_" in name and not collector.options.nvlink_per_link))
         print(f"  GPU {device.index} {device.name}: p50 {statistics.median(seconds[1:]) * 1e3:.2f}"
               f" ms, max {max(seconds[1:]) * 1e3:.2f} ms, {len(rows)} series, NVLink links: "
-              f"{links}; absent here: {', '.join(absent) or 'none'}")
+              f"{links} up; absent here: {', '.join(absent) or 'none'}")
         for name, value in values.items():
             print(f"    {name} {value:g}")
 

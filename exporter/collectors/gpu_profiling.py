@@ -2,12 +2,15 @@
 
 What dcgm-exporter reads through the DCGM host engine, read from NVML alone: SM, tensor, pipe
 and DRAM activity from GPM (Hopper and later; per MIG GPU instance too), NVLink throughput and
-error counters per link and PCIe byte counters from one nvmlDeviceGetFieldValues call, and the
-PCIe link generation and width against their maxima. Everything is read on each GPU's sampler
-thread every --collector.gpu.sample-interval; the GPM ratios cover exactly the time between two
-readings, published as aiinfra_gpu_profiling_interval_seconds. A scrape copies the latest
-reading. A field the GPU or driver lacks is left out silently; a GPU whose profiling calls fail
-(lost, Unknown) loses its profiling series alone, logged once.
+error counters and PCIe byte counters from one nvmlDeviceGetFieldValues call, and the PCIe link
+generation and width against their maxima. NVLink is reported per GPU (NVML's total traffic,
+errors summed over the links, links up); --collector.gpu_profiling.nvlink-per-link adds each
+link's series, 108 more per H100 (dcgm-exporter leaves per-link fields out by default too).
+Everything is read on each GPU's sampler thread every --collector.gpu.sample-interval; the GPM
+ratios cover exactly the time between two readings, published as
+aiinfra_gpu_profiling_interval_seconds. A scrape copies the latest reading. A field the GPU or
+driver lacks is left out silently; a GPU whose profiling calls fail (lost, Unknown) loses its
+profiling series alone, logged once.
 """
 
 from __future__ import annotations
@@ -52,6 +55,10 @@ LINK_FIELDS = {
     pynvml.NVML_FI_DEV_NVLINK_ERROR_DL_RECOVERY: BatchedField("aiinfra_gpu_nvlink_link_errors",
                                                               ("recovery",)),
 }
+LINK_TOTALS = {  # per-link family -> its per-GPU sum, always reported
+    "aiinfra_gpu_nvlink_link_up": "aiinfra_gpu_nvlink_links_up",
+    "aiinfra_gpu_nvlink_link_errors": "aiinfra_gpu_nvlink_errors",
+}
 PCIE_LINK = {  # family -> (current getter, maximum getter)
     "generation": ("nvmlDeviceGetCurrPcieLinkGeneration", "nvmlDeviceGetMaxPcieLinkGeneration"),
     "width": ("nvmlDeviceGetCurrPcieLinkWidth", "nvmlDeviceGetMaxPcieLinkWidth"),
@@ -80,6 +87,9 @@ def declare_families(book: FamilyBook) -> None:
                        (*instance_labels, *extra))
     book.counter("aiinfra_gpu_nvlink_receive_bytes", "NVLink data received, all links.")
     book.counter("aiinfra_gpu_nvlink_transmit_bytes", "NVLink data sent, all links.")
+    book.gauge("aiinfra_gpu_nvlink_links_up", "NVLink links active.")
+    book.counter("aiinfra_gpu_nvlink_errors",
+                 "NVLink data-link errors by type (crc, replay, recovery), all links.", ("type",))
     book.gauge("aiinfra_gpu_nvlink_link_up", "1 if the NVLink link is active.", ("link",))
     book.counter("aiinfra_gpu_nvlink_link_receive_bytes", "NVLink data received on a link.",
                  ("link",))
@@ -192,17 +202,25 @@ class GpuProfilingCollector(NvmlCollector):
             profile.field_ids = [*DEVICE_FIELDS, *((field_id, link) for link in range(links)
                                                    for field_id in LINK_FIELDS)]
         values = self.read(device, "nvmlDeviceGetFieldValues", profile.field_ids)
+        totals: dict[tuple[str, tuple[str, ...]], float] = {}  # per-link family -> sum of links
         for (field_id, scope), value in zip(profile.field_ids, values or (), strict=False):
             reading = field_reading(value)
             if reading is None:
                 continue
             if (field_id, scope) in DEVICE_FIELDS:
-                spec, labels = DEVICE_FIELDS[(field_id, scope)], ()
-            else:
-                spec, labels = LINK_FIELDS[field_id], (str(scope),)
+                spec = DEVICE_FIELDS[(field_id, scope)]
+                put(spec.family, reading / spec.divide, *spec.extra_labels)
+                continue
+            spec = LINK_FIELDS[field_id]
             if field_id == pynvml.NVML_FI_DEV_NVLINK_GET_STATE:
                 reading = 1.0 if reading == pynvml.NVML_NVLINK_STATE_ACTIVE else 0.0
-            put(spec.family, reading / spec.divide, *labels, *spec.extra_labels)
+            totals[(spec.family, spec.extra_labels)] = totals.get(
+                (spec.family, spec.extra_labels), 0.0) + reading
+            if self.options.nvlink_per_link:
+                put(spec.family, reading / spec.divide, str(scope), *spec.extra_labels)
+        for (family, extra_labels), total in totals.items():
+            if family in LINK_TOTALS:
+                put(LINK_TOTALS[family], total, *extra_labels)
 
     def _read_pcie_link(self, device: GpuDevice, profile: _Profile, put: Any) -> None:
         """Current generation and width each time; their maxima once."""

@@ -13,7 +13,7 @@ from tests.support.services import prometheus, scrape_config
 PROFILING_NAMES = ("aiinfra_gpu_sm_active_ratio", "aiinfra_gpu_tensor_active_ratio",
                    "aiinfra_gpu_sm_occupancy_ratio", "aiinfra_gpu_dram_active_ratio",
                    "aiinfra_gpu_pipe_active_ratio", "aiinfra_gpu_nvlink_receive_bytes_total",
-                   "aiinfra_gpu_nvlink_link_errors_total", "aiinfra_gpu_pcie_transmit_bytes_total",
+                   "aiinfra_gpu_nvlink_errors_total", "aiinfra_gpu_pcie_transmit_bytes_total",
                    "aiinfra_gpu_pcie_current_link_generation", "aiinfra_gpu_pcie_max_link_width",
                    "aiinfra_infiniband_port_data_received_bytes_total",
                    "aiinfra_infiniband_port_errors_total", "aiinfra_infiniband_port_state_id",

@@ -43,6 +43,7 @@ def test_promtool_finds_nothing_on_the_full_output(tmp_path) -> None:
     waited_for = ("aiinfra_gpu_xid_errors_total{", "aiinfra_gpu_mig_tensor_active_ratio{")
     with exporter_process(tmp_path, "--gpu.simulate=4", f"--gpu.simulate-faults={faults}",
                           "--collector.gpu_processes", "--collector.gpu.sample-interval=200ms",
+                          "--collector.gpu_profiling.nvlink-per-link",
                           f"--path.sysfs={INFINIBAND_SYSFS}") as exporter:
         deadline = time.monotonic() + 10
         text = ""

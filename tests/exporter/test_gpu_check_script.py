@@ -70,8 +70,8 @@ def test_profiling_fields_are_printed_with_their_read_time(gpu_check, capsys) ->
     assert set(lines) == {"GPU 0 NVIDIA H100 80GB HBM3 (simulated)",
                           "GPU 1 NVIDIA A100-SXM4-80GB (simulated)"}
     h100, a100 = lines.values()
-    assert " ms, max " in h100 and "NVLink links: 18; absent here: none" in h100
-    assert "NVLink links: 12; absent here: aiinfra_gpu_dram_active_ratio" in a100
+    assert " ms, max " in h100 and "NVLink links: 18 up; absent here: none" in h100
+    assert "NVLink links: 12 up; absent here: aiinfra_gpu_dram_active_ratio" in a100
     assert "    aiinfra_gpu_tensor_active_ratio " in out  # GPU 0's GPM values
     assert "    aiinfra_gpu_pcie_max_link_generation 4" in out  # GPU 1's PCIe link
     assert "scrape-path time per GPU (gpu_profiling collector" in out

@@ -10,6 +10,7 @@ import pytest
 
 from exporter.gpm import GpmSampler
 from exporter.nvml_sim import SimulatedNVML, parse_fault_spec
+from exporter.nvml_sim_profiling import MODELS
 from exporter.registry import ScrapeCollector
 from tests.exporter.support import build_scrape, by_label, collector_success, exposition, samples
 from tests.support.services import wait_for
@@ -30,14 +31,16 @@ def scrapes():
 
 def profiled(scrapes: list[ScrapeCollector], count: int, spec: str = "",
              names: tuple[str, ...] = ("gpu_profiling",), **overrides) -> tuple[SimulatedNVML, str]:
-    """A started scrape of simulated GPUs, and its first exposition with GPM ratios in it (GPM
-    needs two samples, at least 100 ms apart)."""
+    """A started scrape of simulated GPUs, and its first exposition with the GPM ratios of
+    every GPU that can give them (GPM needs two samples, at least 100 ms apart)."""
     nvml = SimulatedNVML(count)
     parse_fault_spec(spec, nvml)
+    with_gpm = sum(1 for device in nvml.devices
+                   if MODELS[device.model].gpm and not device.failing and device.fault is None)
     scrapes.append(scrape := build_scrape(list(names), nvml,
                                           gpu_sample_interval_seconds=INTERVAL, **overrides))
-    text = wait_for(lambda: (lambda t: t if "aiinfra_gpu_sm_active_ratio{" in t else None)(
-        exposition(scrape)), 5, 0.05, "GPM ratios")
+    text = wait_for(lambda: (lambda t: t if len(samples(t, "aiinfra_gpu_sm_active_ratio"))
+                             == with_gpm else None)(exposition(scrape)), 5, 0.05, "GPM ratios")
     return nvml, text
 
 
@@ -69,8 +72,22 @@ def test_a_stalled_job_shows_busy_sms_and_idle_tensor_cores(scrapes) -> None:
     assert by_label(text, "aiinfra_gpu_memory_used_bytes", "gpu")["2"] > 0
 
 
+def test_nvlink_per_gpu_by_default(scrapes) -> None:
+    """Six NVLink series a GPU, whatever its link count: NVML's total traffic, the links up,
+    the errors summed over the links by type."""
+    _, text = profiled(scrapes, 2, "1:model=a100")
+    assert by_label(text, "aiinfra_gpu_nvlink_links_up", "gpu") == {"0": 18.0, "1": 12.0}
+    assert set(by_label(text, "aiinfra_gpu_nvlink_receive_bytes_total", "gpu")) == {"0", "1"}
+    errors = {(dict(labels)["gpu"], dict(labels)["type"]): value for labels, value in
+              samples(text, "aiinfra_gpu_nvlink_errors_total").items()}
+    # The simulator logs 3 CRC and 2 replay errors on every other link (odd links on GPU 0).
+    assert errors[("0", "crc")] == 9 * 3 and errors[("0", "replay")] == 9 * 2
+    assert errors[("1", "recovery")] == 0.0
+    assert "aiinfra_gpu_nvlink_link_" not in text  # per-link series are opt-in
+
+
 def test_nvlink_per_link_and_total_and_pcie_counters(scrapes) -> None:
-    _, text = profiled(scrapes, 2, "1:pcie=3x8")
+    _, text = profiled(scrapes, 2, "1:pcie=3x8", nvlink_per_link=True)
     links = samples(text, "aiinfra_gpu_nvlink_link_receive_bytes_total")
     assert {dict(labels)["link"] for labels in links if dict(labels)["gpu"] == "0"} == {
         str(link) for link in range(18)}
@@ -101,9 +118,7 @@ def test_gpm_and_nvlink_are_absent_where_the_model_lacks_them(scrapes, caplog) -
     text = exposition(scrapes[0])
     for name in GPM_FAMILIES:
         assert set(by_label(text, name, "gpu")) == {"0"}, name
-    nvlink = samples(text, "aiinfra_gpu_nvlink_link_up")
-    assert {dict(labels)["gpu"] for labels in nvlink} == {"0", "1"}
-    assert len([labels for labels in nvlink if dict(labels)["gpu"] == "1"]) == 12
+    assert by_label(text, "aiinfra_gpu_nvlink_links_up", "gpu") == {"0": 18.0, "1": 12.0}
     assert set(by_label(text, "aiinfra_gpu_nvlink_transmit_bytes_total", "gpu")) == {"0", "1"}
     assert set(by_label(text, "aiinfra_gpu_pcie_receive_bytes_total", "gpu")) == {"0", "1", "2"}
     assert by_label(text, "aiinfra_gpu_pcie_max_link_generation", "gpu") == {"0": 5.0, "1": 4.0,
@@ -120,7 +135,7 @@ def test_a_failing_gpu_loses_only_its_profiling_series(scrapes, caplog) -> None:
     _, text = profiled(scrapes, 2, "1:error=nvmlGpmSampleGet", names=("gpu", "gpu_profiling"))
     time.sleep(3 * INTERVAL)
     text = exposition(scrapes[0])
-    for name in ("aiinfra_gpu_sm_active_ratio", "aiinfra_gpu_nvlink_link_up",
+    for name in ("aiinfra_gpu_sm_active_ratio", "aiinfra_gpu_nvlink_links_up",
                  "aiinfra_gpu_pcie_current_link_width"):
         assert set(by_label(text, name, "gpu")) == {"0"}, name
     assert by_label(text, "aiinfra_gpu_up", "gpu") == {"0": 1.0, "1": 1.0}
@@ -138,7 +153,7 @@ def test_a_hung_gpu_keeps_the_others_profiled_and_scrapes_quick(scrapes) -> None
         started = time.monotonic()
         text = exposition(scrapes[0])
         assert time.monotonic() - started < 0.2
-        assert set(by_label(text, "aiinfra_gpu_nvlink_link_up", "gpu")) == {"0"}
+        assert set(by_label(text, "aiinfra_gpu_nvlink_links_up", "gpu")) == {"0"}
         assert collector_success(text) == {"gpu_profiling": 1.0}
     finally:
         nvml.release_hangs.set()
