@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from abc import abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 import pynvml
@@ -20,6 +20,7 @@ from exporter.device_watch import DeviceState, DeviceWatch
 from exporter.nvml import (
     GpuDevice,
     NvmlSession,
+    describe_error,
     is_field_unavailable,
     is_never_supported,
     nvml_function,
@@ -27,6 +28,7 @@ from exporter.nvml import (
 from exporter.registry import Collector, ExporterOptions
 
 LOG = logging.getLogger("exporter.gpu")
+Rows = list[tuple[str, list[str], float]]  # family name, label values, value
 
 
 class NvmlCollector(Collector):
@@ -69,6 +71,22 @@ class NvmlCollector(Collector):
     @abstractmethod
     def families(self, states: list[DeviceState]) -> list[Metric]:
         """The metric families of one scrape, from each GPU's latest state."""
+
+    def read_rows(self, device: GpuDevice,
+                  fill: Callable[[GpuDevice, Rows], None]) -> Rows | None:
+        """fill(device, rows) after the GPU's identity is known: the rows, or None (the GPU
+        marked down, logged once) if it does not answer or an NVML call fails."""
+        rows: Rows = []
+        try:
+            if not self.session.refresh_identity(device):
+                self.mark_down(device, "it does not answer NVML")
+                return None
+            fill(device, rows)
+        except pynvml.NVMLError as error:
+            self.mark_down(device, describe_error(error))
+            return None
+        self.mark_up(device)
+        return rows
 
     def read(self, device: GpuDevice, function_name: str, *args: Any) -> Any:
         """device.handle passed to an NVML getter; None when unsupported, remembered if for good.

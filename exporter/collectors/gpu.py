@@ -15,11 +15,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.device_watch import DeviceState
 from exporter.families import FamilyBook
-from exporter.nvml import GpuDevice, describe_error, field_reading, read_field, read_mig
-from exporter.nvml_collector import NvmlCollector
+from exporter.nvml import GpuDevice, field_reading, read_field, read_mig
+from exporter.nvml_collector import NvmlCollector, Rows
 from exporter.registry import register
-
-Rows = list[tuple[str, list[str], float]]
 
 # NVML's clocks-event (formerly throttle) reason bits, named as in the NVML docs.
 CLOCK_EVENT_REASONS = {
@@ -135,17 +133,7 @@ class GpuCollector(NvmlCollector):
 
     def read_device(self, device: GpuDevice) -> Rows | None:
         """Every supported reading of one GPU as rows, or None if the GPU is lost or erroring."""
-        rows: Rows = []
-        try:
-            if not self.session.refresh_identity(device):
-                self.mark_down(device, "it does not answer NVML")
-                return None
-            self._read_into(device, rows)
-        except pynvml.NVMLError as error:
-            self.mark_down(device, describe_error(error))
-            return None
-        self.mark_up(device)
-        return rows
+        return self.read_rows(device, self._read_into)
 
     def _read_into(self, device: GpuDevice, rows: Rows) -> None:
         """Append the readings; an NVMLError other than 'unsupported' means the GPU is broken."""

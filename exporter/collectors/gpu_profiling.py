@@ -25,11 +25,10 @@ from exporter.collectors.gpu import BatchedField
 from exporter.device_watch import DeviceState
 from exporter.families import FamilyBook
 from exporter.gpm import GPM_METRICS, GpmSampler, gpm_supported
-from exporter.nvml import GpuDevice, describe_error, field_reading, read_mig
-from exporter.nvml_collector import LOG, NvmlCollector
+from exporter.nvml import GpuDevice, field_reading, read_mig
+from exporter.nvml_collector import LOG, NvmlCollector, Rows
 from exporter.registry import ExporterOptions, register
 
-Rows = list[tuple[str, list[str], float]]
 ALL_LINKS = 0xFFFFFFFF  # the scopeId for which NVML sums a throughput counter over all links
 KIB = 1 / 1024  # BatchedField divides: NVML counts NVLink data in KiB
 
@@ -138,24 +137,17 @@ class GpuProfilingCollector(NvmlCollector):
 
     def read_device(self, device: GpuDevice) -> Rows | None:
         """Every profiling reading of one GPU as rows, or None if its calls fail."""
-        rows: Rows = []
+        return self.read_rows(device, self._read_into)
 
+    def _read_into(self, device: GpuDevice, rows: Rows) -> None:
         def put(name: str, value: float | None, *extra: str) -> None:
             if value is not None:
                 rows.append((name, [*device.labels, *extra], float(value)))
 
-        try:
-            if not self.session.refresh_identity(device):
-                return None  # the gpu collector reports a GPU that does not answer
-            profile = self._profiles.setdefault(device.index, _Profile())
-            self._read_gpm(device, profile, put)
-            self._read_fields(device, profile, put)
-            self._read_pcie_link(device, profile, put)
-        except pynvml.NVMLError as error:
-            self.mark_down(device, describe_error(error))
-            return None
-        self.mark_up(device)
-        return rows
+        profile = self._profiles.setdefault(device.index, _Profile())
+        self._read_gpm(device, profile, put)
+        self._read_fields(device, profile, put)
+        self._read_pcie_link(device, profile, put)
 
     def mark_down(self, device: GpuDevice, reason: str) -> None:
         """Logged once, naming this collector: the gpu collector may still read the GPU."""
