@@ -76,6 +76,16 @@ def started(name: str, command: list[str], port: int, log_dir: Path,
         log.close()
 
 
+def wait_for_series(target: Target, series: str, timeout_seconds: float = 30.0) -> None:
+    """Wait until the target serves `series` (the GPU profiling ratios need two background
+    readings, one --collector.gpu.sample-interval apart), so the steady state is measured."""
+    deadline = time.monotonic() + timeout_seconds
+    while series not in requests.get(target.url, timeout=10).text:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{target.name} did not serve {series} in {timeout_seconds:g}s")
+        time.sleep(0.2)
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
@@ -176,6 +186,9 @@ def main() -> int:
                  f"--gpu.simulate={args.gpus}", f"--gpu.simulate-faults={attached}",
                  "--collector.probe", "--collector.process", f"--config.file={config}"],
                 ports[3], logs)))
+        for target in targets:
+            if "GPUs" in target.name or target.name.startswith("(d)"):
+                wait_for_series(target, "aiinfra_gpu_sm_active_ratio{")
         scrape_round_robin(targets, args.requests, args.warmup)
         version_output = subprocess.run([node_exporter, "--version"], capture_output=True,
                                         text=True)

@@ -133,12 +133,18 @@ def build_nvml(simulate: int | None, faults: str, call_latency: float = 0.0) -> 
               help="Mount points to leave out (regex).")
 @click.option("--collector.diskstats.device-exclude", "disk_device_exclude", type=_Regex(),
               default=DEFAULT_DISK_DEVICE_EXCLUDE, help="Block devices to leave out (regex).")
+@click.option("--collector.gpu_profiling.nvlink-per-link", "nvlink_per_link", is_flag=True,
+              default=False, help="Also report each NVLink link's traffic, errors and state "
+                                  "(6 series a link; per-GPU totals are always reported).")
+@click.option("--path.sysfs", "sysfs_path", type=click.Path(file_okay=False), default="/sys",
+              show_default=True, help="sysfs mount point (the infiniband collector reads it).")
 @click.option("--gpu.simulate", "simulate", type=click.IntRange(0, 64), default=None,
               help="FOR TESTS AND DEMOS ONLY: serve N simulated GPUs instead of calling NVML.")
 @click.option("--gpu.simulate-faults", "simulate_faults", default="",
               help="FOR TESTS: e.g. '1:lost,2:unknown,3:hang,0:unsupported=nvmlDeviceGetFanSpeed,"
                    "0:unsupported=NVML_FI_DEV_MEMORY_TEMP,0:mig=2,0:processes=2,0:pid=1234,"
-                   "0:xid=79' or 'driver:missing'.")
+                   "0:xid=79,1:model=a100,2:workload=stalled,3:pcie=3x8,"
+                   "0:error=nvmlGpmSampleGet' or 'driver:missing'.")
 @click.option("--gpu.simulate-latency", "simulate_latency", type=_Duration(), default=None,
               help="FOR TESTS AND BENCHMARKS: each simulated NVML device call takes this long.")
 @click.option("--log.level", "log_level", default="info", show_default=True,
@@ -148,8 +154,8 @@ def build_nvml(simulate: int | None, faults: str, call_latency: float = 0.0) -> 
 def main(listen_address: str, telemetry_path: str, web_config_file: str | None,
          max_connections: int, config_file: str | None, collector_timeout: float,
          gpu_timeout: float, gpu_sample_interval: float, fs_types_exclude: re.Pattern,
-         mount_points_exclude: re.Pattern,
-         disk_device_exclude: re.Pattern, simulate: int | None, simulate_faults: str,
+         mount_points_exclude: re.Pattern, disk_device_exclude: re.Pattern,
+         nvlink_per_link: bool, sysfs_path: str, simulate: int | None, simulate_faults: str,
          simulate_latency: float | None, log_level: str, **switches: bool) -> None:
     """Prometheus exporter for host and NVIDIA GPU metrics, collected at scrape time."""
     logging.basicConfig(level=log_level.upper(),
@@ -179,6 +185,7 @@ def main(listen_address: str, telemetry_path: str, web_config_file: str | None,
                               fs_types_exclude=fs_types_exclude,
                               mount_points_exclude=mount_points_exclude,
                               disk_device_exclude=disk_device_exclude,
+                              sys_path=sysfs_path, nvlink_per_link=nvlink_per_link,
                               collector_config=collector_config)
     collectors = [cls(options) for name, cls in sorted(load_collectors().items())
                   if switches[f"collector_{name}"]]

@@ -301,3 +301,38 @@ def gpu_utilization_by_pid(nvml: Any, handle: Any,
         total[1] += 1
         newest = max(newest, sample.timeStamp)
     return {pid: percent / count / 100 for pid, (percent, count) in totals.items()}, newest
+
+
+@dataclass(frozen=True)
+class MigInstance:
+    """One MIG device of a GPU: a compute instance inside a GPU instance."""
+
+    handle: Any
+    gpu_instance_id: int | None
+    compute_instance_id: int | None
+    uuid: str
+
+
+@dataclass(frozen=True)
+class MigState:
+    enabled: bool
+    instances: list[MigInstance]
+
+
+def read_mig(nvml: Any, handle: Any) -> MigState | None:
+    """The GPU's MIG mode and its instances; None if the GPU has no MIG mode at all. Shared by
+    the collectors that label series by MIG instance. Call it on the device's sampler thread."""
+    mode = read_field(nvml, "nvmlDeviceGetMigMode", handle)
+    if mode is None:
+        return None
+    if mode[0] != pynvml.NVML_DEVICE_MIG_ENABLE:
+        return MigState(False, [])
+    instances = []
+    for slot in range(read_field(nvml, "nvmlDeviceGetMaxMigDeviceCount", handle) or 0):
+        mig = read_field(nvml, "nvmlDeviceGetMigDeviceHandleByIndex", handle, slot)
+        if mig is not None:
+            instances.append(MigInstance(
+                mig, read_field(nvml, "nvmlDeviceGetGpuInstanceId", mig),
+                read_field(nvml, "nvmlDeviceGetComputeInstanceId", mig),
+                text(read_field(nvml, "nvmlDeviceGetUUID", mig) or "")))
+    return MigState(True, instances)

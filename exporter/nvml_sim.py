@@ -1,14 +1,15 @@
 """A simulated NVML with the pynvml function names, for tests, benchmarks and demos without GPUs.
 
 It raises the real pynvml error classes, so the collectors' error handling is exercised exactly as
-on hardware. Per device it can be lost, fail with Unknown, hang, lack fields, run MIG instances,
-run processes and emit Xid events. Values follow slow waves of the clock so a demo looks alive,
-and are fixed when the clock is (the golden-file test does that).
+on hardware. Per device it can be lost, fail with Unknown, hang, lack fields, fail one function,
+run MIG instances, run processes and emit Xid events; it is one of a few GPU models (GPM and
+NVLink or not, see nvml_sim_profiling) running a workload. Values follow slow waves of the clock
+so a demo looks alive, and are fixed when the clock is (the golden-file test does that).
 """
 
 from __future__ import annotations
 
-import math
+import re
 import threading
 import time
 from collections import deque
@@ -18,6 +19,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pynvml
+
+from exporter.nvml_sim_profiling import MODELS, WORKLOADS, SimulatedProfiling
 
 GIB = 1024**3
 MIB = 1024**2
@@ -36,6 +39,10 @@ class SimulatedDevice:
     index: int
     fault: str | None = None
     unsupported: set[str | int] = field(default_factory=set)  # function names, field ids
+    failing: set[str] = field(default_factory=set)  # functions that raise NVML_ERROR_UNKNOWN
+    model: str = "h100"  # a key of nvml_sim_profiling.MODELS
+    workload: str = "training"  # or "stalled" (tensor cores idle) or "idle" (no kernels)
+    pcie_link: tuple[int, int] | None = None  # (generation, width) it trained at, if degraded
     mig_instances: int = 0
     processes: int = 0
     # Real pids shown as GPU processes: pid -> (memory bytes, SM percent; None: the wave).
@@ -52,8 +59,8 @@ class _Handle:
     mig_slot: int | None = None
 
 
-class SimulatedNVML:
-    """The subset of pynvml the collectors use, backed by N fake H100s."""
+class SimulatedNVML(SimulatedProfiling):
+    """The subset of pynvml the collectors use, backed by N fake GPUs (H100s unless told)."""
 
     def __init__(self, device_count: int, clock: Callable[[], float] | None = None,
                  library_missing: bool = False, call_latency_seconds: float = 0.0) -> None:
@@ -70,6 +77,7 @@ class SimulatedNVML:
         self.release_hangs = threading.Event()
         self._events: deque[tuple[int, int]] = deque()
         self._event_ready = threading.Condition()
+        self._init_profiling()
 
     # -- test controls ---------------------------------------------------------------------
     def inject_xid(self, index: int, xid: int) -> None:
@@ -97,10 +105,12 @@ class SimulatedNVML:
             self.release_hangs.wait(HANG_SECONDS)
         if function in device.unsupported:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        if function in device.failing:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_UNKNOWN)
         return device
 
     def _utilization_percent(self, index: int) -> int:
-        return round(50 + 40 * math.sin(2 * math.pi * self.clock() / 300 + index))
+        return round(100 * self._busy_ratio(self.devices[index], self.clock()))
 
     # -- library ----------------------------------------------------------------------------
     def nvmlInit(self) -> None:
@@ -138,8 +148,7 @@ class SimulatedNVML:
         return device.uuid
 
     def nvmlDeviceGetName(self, handle: _Handle) -> str:
-        self._device(handle, "nvmlDeviceGetName")
-        return "NVIDIA H100 80GB HBM3 (simulated)"
+        return self.model(self._device(handle, "nvmlDeviceGetName")).name
 
     def nvmlDeviceGetPciInfo(self, handle: _Handle) -> SimpleNamespace:
         self._device(handle, "nvmlDeviceGetPciInfo")
@@ -160,21 +169,31 @@ class SimulatedNVML:
         return [handle.index % 2, 167000]
 
     def nvmlDeviceGetMemoryInfo(self, handle: _Handle) -> SimpleNamespace:
-        self._device(handle, "nvmlDeviceGetMemoryInfo")
-        total = 80 * GIB if handle.mig_slot is None else 10 * GIB
-        used = total * self._utilization_percent(handle.index) * 9 // 1000 // MIB * MIB
+        device = self._device(handle, "nvmlDeviceGetMemoryInfo")
+        total = self.model(device).memory_gib * GIB if handle.mig_slot is None else 10 * GIB
+        held_percent = 60 if device.workload == "idle" else self._utilization_percent(
+            handle.index)  # an idle job still holds its memory
+        used = total * held_percent * 9 // 1000 // MIB * MIB
         return SimpleNamespace(total=total, used=used, free=total - used)
 
     def nvmlDeviceGetTemperature(self, handle: _Handle, sensor: int) -> int:
         self._device(handle, "nvmlDeviceGetTemperature")
         return 30 + self._utilization_percent(handle.index) * 4 // 10
 
-    def nvmlDeviceGetFieldValues(self, handle: _Handle, field_ids: list[int]) -> list:
+    def nvmlDeviceGetFieldValues(self, handle: _Handle,
+                                 field_ids: list[int | tuple[int, int]]) -> list:
+        """Entries for field ids or (field id, scope id) pairs, as pynvml takes them."""
         device = self._device(handle, "nvmlDeviceGetFieldValues")
-        return [self._field_value(device, field_id) for field_id in field_ids]
+        now = self.clock()  # one snapshot: NVML's aggregates equal the sum of their parts
+        return [self._field_value(device, *(entry if isinstance(entry, tuple) else (entry, 0)),
+                                  now) for entry in field_ids]
 
-    def _field_value(self, device: SimulatedDevice, field_id: int) -> SimpleNamespace:
+    def _field_value(self, device: SimulatedDevice, field_id: int, scope: int,
+                     now: float) -> SimpleNamespace:
         """One entry as NVML fills it: a per-field status, a value type and a value union."""
+        profiling = self._profiling_field(device, field_id, scope, now)
+        if profiling is not None and field_id not in device.unsupported:
+            return profiling
         busy = self._utilization_percent(device.index)
         policies = range(pynvml.NVML_FI_DEV_PERF_POLICY_POWER,
                          pynvml.NVML_FI_DEV_PERF_POLICY_TOTAL_BASE_CLOCKS + 1)
@@ -313,8 +332,10 @@ def parse_fault_spec(spec: str, simulated: SimulatedNVML) -> None:
     """Apply 'INDEX:WHAT,...' to the simulated devices (or 'driver:missing').
 
     WHAT is one of lost, unknown, hang, unsupported=NAME (a pynvml function, or an NVML_FI_*
-    field of nvmlDeviceGetFieldValues), mig=N (N MIG instances), processes=N, pid=N (a real
-    process shown using 4 GiB), xid=N (one Xid event at start).
+    field of nvmlDeviceGetFieldValues), error=NAME (that pynvml function raises
+    NVML_ERROR_UNKNOWN), mig=N (N MIG instances), processes=N, pid=N (a real process shown using
+    4 GiB), xid=N (one Xid event at start), model=h100|a100|l4, workload=training|stalled|idle,
+    pcie=GENxWIDTH (the link trained below its maximum, e.g. pcie=3x8).
     """
     for entry in filter(None, (part.strip() for part in spec.split(","))):
         target, _, what = entry.partition(":")
@@ -334,6 +355,15 @@ def parse_fault_spec(spec: str, simulated: SimulatedNVML) -> None:
             device.unsupported.add(value)
         elif key == "unsupported" and isinstance(getattr(pynvml, value, None), int):
             device.unsupported.add(getattr(pynvml, value))  # an NVML_FI_* field id
+        elif key == "error" and value.startswith("nvml"):
+            device.failing.add(value)
+        elif key == "model" and value in MODELS:
+            device.model = value
+        elif key == "workload" and value in WORKLOADS:
+            device.workload = value
+        elif key == "pcie" and re.fullmatch(r"[1-6]x(1|2|4|8|16)", value):
+            generation, width = value.split("x")
+            device.pcie_link = (int(generation), int(width))
         elif key in ("mig", "processes", "pid", "xid") and value.isdigit():
             if key == "mig":
                 device.mig_instances = int(value)
@@ -346,4 +376,5 @@ def parse_fault_spec(spec: str, simulated: SimulatedNVML) -> None:
         else:
             raise FaultSpecError(
                 f"{entry!r}: expected INDEX:lost|unknown|hang|unsupported=nvmlFunction|"
-                f"unsupported=NVML_FI_FIELD|mig=N|processes=N|pid=N|xid=N")
+                f"unsupported=NVML_FI_FIELD|error=nvmlFunction|mig=N|processes=N|pid=N|xid=N|"
+                f"model={'|'.join(MODELS)}|workload={'|'.join(WORKLOADS)}|pcie=GENxWIDTH")

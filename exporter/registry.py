@@ -66,6 +66,8 @@ class ExporterOptions:
         default_factory=lambda: re.compile(DEFAULT_DISK_DEVICE_EXCLUDE))
     filesystem_timeout_seconds: float = 2.0
     proc_path: str = "/proc"
+    sys_path: str = "/sys"  # --path.sysfs
+    nvlink_per_link: bool = False  # --collector.gpu_profiling.nvlink-per-link
     collector_config: CollectorConfig | None = None  # --config.file (probe, process)
 
 

@@ -7,8 +7,9 @@ pyyaml are not imported). Prints the driver, every GPU series, the fields each G
 support, the time a background read of each GPU takes, the scrape-path time per GPU (what a
 scrape spends on a GPU now that reads run on each GPU's sampler thread; target <= 1 ms), the
 time per scrape, and exits non-zero when NVML is missing, a GPU is down, or any collector
-fails. Last, the process collector's per-group GPU memory and utilisation for one group of every
-process, beside NVML's per-process memory it should sum.
+fails. Then the profiling fields (GPM activity, NVLink, PCIe) each GPU offers, their values and
+the time a background read of them takes. Last, the process collector's per-group GPU memory and
+utilisation for one group of every process, beside NVML's per-process memory it should sum.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
@@ -27,15 +30,19 @@ from prometheus_client import CollectorRegistry  # noqa: E402
 
 from exporter.collector_config import parse_collector_config  # noqa: E402
 from exporter.collectors.gpu import GpuCollector, declare_families  # noqa: E402
+from exporter.collectors.gpu_profiling import GpuProfilingCollector  # noqa: E402
+from exporter.collectors.gpu_profiling import declare_families as declare_profiling  # noqa: E402
 from exporter.collectors.process import ProcessCollector  # noqa: E402
 from exporter.exposition import render  # noqa: E402
 from exporter.families import FamilyBook  # noqa: E402
 from exporter.nvml import (  # noqa: E402
+    GpuDevice,
     NvmlSession,
     NvmlUnavailable,
     describe_error,
     gpu_memory_by_pid,
 )
+from exporter.nvml_collector import NvmlCollector  # noqa: E402
 from exporter.registry import (  # noqa: E402
     COLLECTORS,
     ExporterOptions,
@@ -44,15 +51,33 @@ from exporter.registry import (  # noqa: E402
 )
 from exporter.worker import CallTimeout  # noqa: E402
 
-GPU_COLLECTORS = ("gpu", "xid", "gpu_processes")
+GPU_COLLECTORS = ("gpu", "xid", "gpu_processes", "gpu_profiling")
 XID_SETTLE_SECONDS = 1.5
-
-
+GPM_REFRESH_SECONDS = 0.11  # NVML refreshes GPM counters every ~100 ms: time reads this far apart
+GPU_THREAD_TIMEOUT_SECONDS = 10.0
 TARGET_SCRAPE_PATH_MS_PER_GPU = 1.0
+PROFILING_SHOWN = ("aiinfra_gpu_sm_active_ratio", "aiinfra_gpu_tensor_active_ratio",
+                   "aiinfra_gpu_sm_occupancy_ratio", "aiinfra_gpu_dram_active_ratio",
+                   "aiinfra_gpu_profiling_interval_seconds",
+                   "aiinfra_gpu_pcie_current_link_generation",
+                   "aiinfra_gpu_pcie_max_link_generation", "aiinfra_gpu_pcie_current_link_width",
+                   "aiinfra_gpu_pcie_max_link_width")
 
 
-def scrape_path_per_gpu(collector: GpuCollector, rounds: int) -> float:
-    """Milliseconds a scrape spends per GPU in the gpu collector (copying sampled readings)."""
+def on_gpu_thread(session: NvmlSession, device: GpuDevice,
+                  function: Callable[[], Any]) -> tuple[Any, float]:
+    """function() run on the GPU's sampler thread, as every NVML call about a GPU is in the
+    exporter (so the check never races the background reads); its result and seconds taken."""
+    def timed() -> tuple[Any, float]:
+        started = time.perf_counter()
+        return function(), time.perf_counter() - started
+
+    return session.sampler(device).submit(timed, GPU_THREAD_TIMEOUT_SECONDS).wait(
+        GPU_THREAD_TIMEOUT_SECONDS)
+
+
+def scrape_path_per_gpu(collector: NvmlCollector, rounds: int) -> float:
+    """Milliseconds a scrape spends per GPU in an NVML collector (copying sampled readings)."""
     devices = collector.session.devices
     seconds = []
     for _ in range(rounds):
@@ -60,7 +85,7 @@ def scrape_path_per_gpu(collector: GpuCollector, rounds: int) -> float:
         collector.collect()
         seconds.append(time.perf_counter() - started)
     per_gpu = statistics.median(seconds) / max(1, len(devices)) * 1e3
-    print(f"\nscrape-path time per GPU (gpu collector, from the sampled readings): "
+    print(f"\nscrape-path time per GPU ({collector.name} collector, from the sampled readings): "
           f"{per_gpu:.3f} ms p50 over {rounds} scrapes; target <= "
           f"{TARGET_SCRAPE_PATH_MS_PER_GPU:g} ms: "
           f"{'met' if per_gpu <= TARGET_SCRAPE_PATH_MS_PER_GPU else 'MISSED'}")
@@ -80,9 +105,9 @@ def per_gpu_timings(collector: GpuCollector, rounds: int) -> int:
         seconds = []
         rows = None
         for _ in range(rounds):
-            started = time.perf_counter()
-            rows = collector.read_device(device)
-            seconds.append(time.perf_counter() - started)
+            rows, taken = on_gpu_thread(collector.session, device,
+                                        lambda device=device: collector.read_device(device))
+            seconds.append(taken)
         if rows is None:
             down += 1
             print(f"  GPU {device.index} {device.uuid or '(no uuid)'}: DOWN (lost or erroring)")
@@ -92,6 +117,38 @@ def per_gpu_timings(collector: GpuCollector, rounds: int) -> int:
               f"{statistics.median(seconds) * 1e3:.2f} ms, max {max(seconds) * 1e3:.2f} ms, "
               f"{len(rows)} series; unsupported here: {', '.join(missing) or 'none'}")
     return down
+
+
+def per_gpu_profiling(collector: GpuProfilingCollector, rounds: int) -> None:
+    """Time the profiling read of each GPU (GPM sample and metrics, NVLink/PCIe field values,
+    PCIe link) on its own thread, reads 110 ms apart as GPM needs; print what it offers."""
+    book = FamilyBook()
+    declare_profiling(book)
+    declared = book.names()
+    print(f"\nper-GPU profiling read time (gpu_profiling read_device: GPM sample + metrics, one "
+          f"field-values call, PCIe link; every {collector.interval_seconds:g}s on each GPU's "
+          f"sampler thread):")
+    for device in collector.session.devices:
+        seconds, rows = [], None
+        for _ in range(rounds + 1):  # the first read only takes GPM's first sample
+            time.sleep(GPM_REFRESH_SECONDS)
+            rows, taken = on_gpu_thread(collector.session, device,
+                                        lambda device=device: collector.read_device(device))
+            seconds.append(taken)
+        if rows is None:
+            print(f"  GPU {device.index}: profiling readings failed (see the log)")
+            continue
+        values = {name: value for name, _, value in rows if name in PROFILING_SHOWN}
+        links = next((int(value) for name, _, value in rows
+                      if name == "aiinfra_gpu_nvlink_links_up"), 0)
+        absent = sorted(name for name in declared - {name for name, _, _ in rows}
+                        if "_mig_" not in name and not (  # MIG only with MIG on, links opt-in
+                            "_nvlink_link_" in name and not collector.options.nvlink_per_link))
+        print(f"  GPU {device.index} {device.name}: p50 {statistics.median(seconds[1:]) * 1e3:.2f}"
+              f" ms, max {max(seconds[1:]) * 1e3:.2f} ms, {len(rows)} series, NVLink links: "
+              f"{links} up; absent here: {', '.join(absent) or 'none'}")
+        for name, value in values.items():
+            print(f"    {name} {value:g}")
 
 
 def per_group_gpu_usage(session: NvmlSession) -> None:
@@ -109,11 +166,12 @@ def per_group_gpu_usage(session: NvmlSession) -> None:
                  "aiinfra_process_group_gpu_utilization_ratio"):
         for sample in families[name].samples if name in families else []:
             print(f"  {sample.name}{{gpu={sample.labels['gpu']!r}}} {sample.value}")
-    for device in session.devices:  # each GPU asked on its own sampler thread
+    for device in session.devices:
         try:
-            used = sum(session.sampler(device).submit(
-                lambda device=device: gpu_memory_by_pid(session.nvml, device.handle),
-                options.gpu_timeout_seconds).wait(options.gpu_timeout_seconds).values())
+            used_by_pid, _ = on_gpu_thread(
+                session, device, lambda device=device: gpu_memory_by_pid(session.nvml,
+                                                                         device.handle))
+            used = sum(used_by_pid.values())
         except (pynvml.NVMLError, CallTimeout) as error:
             print(f"  GPU {device.index}: no per-process data ({describe_error(error)})")
             continue
@@ -152,6 +210,9 @@ def check(session: NvmlSession, scrapes: int, gpu_only: bool) -> int:
     gpu_collector = next(c for c in collectors if isinstance(c, GpuCollector))
     down = per_gpu_timings(gpu_collector, rounds=5)
     scrape_path_per_gpu(gpu_collector, rounds=max(1, scrapes))
+    profiling = next(c for c in collectors if isinstance(c, GpuProfilingCollector))
+    per_gpu_profiling(profiling, rounds=5)
+    scrape_path_per_gpu(profiling, rounds=max(1, scrapes))
 
     registry = CollectorRegistry()
     registry.register(scrape)

@@ -7,6 +7,8 @@ from exporter.collectors import (  # noqa: F401 -- imported for their @register 
     filesystem,
     gpu,
     gpu_processes,
+    gpu_profiling,
+    infiniband,
     loadavg,
     memory,
     netdev,

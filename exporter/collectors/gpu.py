@@ -15,19 +15,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.device_watch import DeviceState
 from exporter.families import FamilyBook
-from exporter.nvml import (
-    GpuDevice,
-    describe_error,
-    field_reading,
-    is_field_unavailable,
-    is_never_supported,
-    nvml_function,
-    read_field,
-)
-from exporter.nvml_collector import NvmlCollector
-from exporter.registry import ExporterOptions, register
-
-Rows = list[tuple[str, list[str], float]]
+from exporter.nvml import GpuDevice, field_reading, read_field, read_mig
+from exporter.nvml_collector import NvmlCollector, Rows
+from exporter.registry import register
 
 # NVML's clocks-event (formerly throttle) reason bits, named as in the NVML docs.
 CLOCK_EVENT_REASONS = {
@@ -130,10 +120,6 @@ class GpuCollector(NvmlCollector):
     help_text = "NVIDIA GPU metrics via NVML"
     watch_key = "gpu"
 
-    def __init__(self, options: ExporterOptions) -> None:
-        super().__init__(options)
-        self._never_supported: set[tuple[int, str, str]] = set()
-
     def families(self, states: list[DeviceState]) -> list[Metric]:
         count = GaugeMetricFamily("aiinfra_gpus", "Number of GPUs NVML reports.")
         count.add_metric([], float(len(states)))
@@ -147,40 +133,7 @@ class GpuCollector(NvmlCollector):
 
     def read_device(self, device: GpuDevice) -> Rows | None:
         """Every supported reading of one GPU as rows, or None if the GPU is lost or erroring."""
-        rows: Rows = []
-        try:
-            if not self.session.refresh_identity(device):
-                self.mark_down(device, "it does not answer NVML")
-                return None
-            self._read_into(device, rows)
-        except pynvml.NVMLError as error:
-            self.mark_down(device, describe_error(error))
-            return None
-        self.mark_up(device)
-        return rows
-
-    def _read(self, device: GpuDevice, function_name: str, *args: Any) -> Any:
-        """device.handle passed to an NVML getter; None when unsupported, remembered if for good.
-
-        An unsupported call can cost as much as a real one (~0.4 ms for the fan on an H100), so
-        a function the GPU never supports is not asked again.
-        """
-        key = (device.index, function_name, repr(args))
-        if key in self._never_supported:
-            return None
-        function = nvml_function(self.session.nvml, function_name)
-        if function is None:
-            self._never_supported.add(key)
-            return None
-        try:
-            return function(device.handle, *args)
-        except pynvml.NVMLError as error:
-            if is_never_supported(error):
-                self._never_supported.add(key)
-                return None
-            if is_field_unavailable(error):
-                return None
-            raise
+        return self.read_rows(device, self._read_into)
 
     def _read_into(self, device: GpuDevice, rows: Rows) -> None:
         """Append the readings; an NVMLError other than 'unsupported' means the GPU is broken."""
@@ -194,49 +147,49 @@ class GpuCollector(NvmlCollector):
         session = self.session
         put("aiinfra_gpu_info", 1.0, device.name, device.pci_bus_id, session.driver_version,
             session.cuda_version)
-        utilization = self._read(device, "nvmlDeviceGetUtilizationRates")
+        utilization = self.read(device, "nvmlDeviceGetUtilizationRates")
         if utilization is not None:
             put("aiinfra_gpu_utilization_ratio", utilization.gpu, divide=100)
             put("aiinfra_gpu_memory_copy_utilization_ratio", utilization.memory, divide=100)
         for codec, getter in (("encoder", "nvmlDeviceGetEncoderUtilization"),
                               ("decoder", "nvmlDeviceGetDecoderUtilization")):
-            sample = self._read(device, getter)
+            sample = self.read(device, getter)
             put(f"aiinfra_gpu_{codec}_utilization_ratio",
                 sample[0] if sample is not None else None, divide=100)
-        memory = self._read(device, "nvmlDeviceGetMemoryInfo")
+        memory = self.read(device, "nvmlDeviceGetMemoryInfo")
         if memory is not None:
             put("aiinfra_gpu_memory_used_bytes", memory.used)
             put("aiinfra_gpu_memory_free_bytes", memory.free)
             put("aiinfra_gpu_memory_total_bytes", memory.total)
         put("aiinfra_gpu_temperature_celsius",
-            self._read(device, "nvmlDeviceGetTemperature", pynvml.NVML_TEMPERATURE_GPU), "gpu")
-        put("aiinfra_gpu_power_watts", self._read(device, "nvmlDeviceGetPowerUsage"),
+            self.read(device, "nvmlDeviceGetTemperature", pynvml.NVML_TEMPERATURE_GPU), "gpu")
+        put("aiinfra_gpu_power_watts", self.read(device, "nvmlDeviceGetPowerUsage"),
             divide=1000)
-        put("aiinfra_gpu_power_limit_watts", self._read(device, "nvmlDeviceGetEnforcedPowerLimit"),
+        put("aiinfra_gpu_power_limit_watts", self.read(device, "nvmlDeviceGetEnforcedPowerLimit"),
             divide=1000)
         for clock, clock_type in (("sm", pynvml.NVML_CLOCK_SM), ("memory", pynvml.NVML_CLOCK_MEM)):
-            put("aiinfra_gpu_clock_hertz", self._read(device, "nvmlDeviceGetClockInfo", clock_type),
+            put("aiinfra_gpu_clock_hertz", self.read(device, "nvmlDeviceGetClockInfo", clock_type),
                 clock, multiply=1_000_000)
-        reasons = self._read(device, "nvmlDeviceGetCurrentClocksEventReasons")
+        reasons = self.read(device, "nvmlDeviceGetCurrentClocksEventReasons")
         if reasons is None:  # the name before driver 535
-            reasons = self._read(device, "nvmlDeviceGetCurrentClocksThrottleReasons")
+            reasons = self.read(device, "nvmlDeviceGetCurrentClocksThrottleReasons")
         if reasons is not None:
             for reason, bit in CLOCK_EVENT_REASONS.items():
                 put("aiinfra_gpu_clock_event_active", 1.0 if reasons & bit else 0.0, reason)
         for error_type, type_code in ECC_TYPES.items():
-            put("aiinfra_gpu_ecc_errors", self._read(device, "nvmlDeviceGetTotalEccErrors",
+            put("aiinfra_gpu_ecc_errors", self.read(device, "nvmlDeviceGetTotalEccErrors",
                                                      type_code, pynvml.NVML_VOLATILE_ECC),
                 error_type)
-        remapped = self._read(device, "nvmlDeviceGetRemappedRows")
+        remapped = self.read(device, "nvmlDeviceGetRemappedRows")
         if remapped is not None:
             correctable, uncorrectable, pending, failed = remapped
             put("aiinfra_gpu_remapped_rows", correctable, "correctable")
             put("aiinfra_gpu_remapped_rows", uncorrectable, "uncorrectable")
             put("aiinfra_gpu_row_remap_pending", 1.0 if pending else 0.0)
             put("aiinfra_gpu_row_remap_failed", 1.0 if failed else 0.0)
-        put("aiinfra_gpu_fan_speed_ratio", self._read(device, "nvmlDeviceGetFanSpeed"),
+        put("aiinfra_gpu_fan_speed_ratio", self.read(device, "nvmlDeviceGetFanSpeed"),
             divide=100)
-        field_values = self._read(device, "nvmlDeviceGetFieldValues", BATCHED_FIELD_IDS)
+        field_values = self.read(device, "nvmlDeviceGetFieldValues", BATCHED_FIELD_IDS)
         for field_id, field_value in zip(BATCHED_FIELD_IDS, field_values or (), strict=False):
             spec = BATCHED_FIELDS[field_id]
             reading = field_reading(field_value)
@@ -245,23 +198,14 @@ class GpuCollector(NvmlCollector):
         self._read_mig(device.handle, put)
 
     def _read_mig(self, handle: Any, put: Any) -> None:
-        nvml: Any = self.session.nvml
-        mode = read_field(nvml, "nvmlDeviceGetMigMode", handle)
-        if mode is None:
+        mig = read_mig(self.session.nvml, handle)
+        if mig is None:
             return
-        enabled = mode[0] == pynvml.NVML_DEVICE_MIG_ENABLE
-        put("aiinfra_gpu_mig_mode_enabled", 1.0 if enabled else 0.0)
-        if not enabled:
-            return
-        for slot in range(read_field(nvml, "nvmlDeviceGetMaxMigDeviceCount", handle) or 0):
-            mig = read_field(nvml, "nvmlDeviceGetMigDeviceHandleByIndex", handle, slot)
-            if mig is None:
-                continue
-            instance = [str(read_field(nvml, "nvmlDeviceGetGpuInstanceId", mig)),
-                        str(read_field(nvml, "nvmlDeviceGetComputeInstanceId", mig))]
-            mig_uuid = read_field(nvml, "nvmlDeviceGetUUID", mig) or ""
-            put("aiinfra_gpu_mig_info", 1.0, *instance, str(mig_uuid))
-            memory = read_field(nvml, "nvmlDeviceGetMemoryInfo", mig)
+        put("aiinfra_gpu_mig_mode_enabled", 1.0 if mig.enabled else 0.0)
+        for instance in mig.instances:
+            labels = [str(instance.gpu_instance_id), str(instance.compute_instance_id)]
+            put("aiinfra_gpu_mig_info", 1.0, *labels, instance.uuid)
+            memory = read_field(self.session.nvml, "nvmlDeviceGetMemoryInfo", instance.handle)
             if memory is not None:
-                put("aiinfra_gpu_mig_memory_used_bytes", memory.used, *instance)
-                put("aiinfra_gpu_mig_memory_total_bytes", memory.total, *instance)
+                put("aiinfra_gpu_mig_memory_used_bytes", memory.used, *labels)
+                put("aiinfra_gpu_mig_memory_total_bytes", memory.total, *labels)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from tests.support.services import query, wait_for
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = REPO_ROOT / "prometheus"
 RULES_DIR = PROMETHEUS_DIR / "rules"
@@ -63,3 +65,23 @@ def as_plain_promql(query: str) -> str:
     (a variable becomes `.*`, as Grafana's All option does)."""
     return re.sub(r"\$(\w+)", lambda match: GRAFANA_SUBSTITUTIONS.get(match.group(1), ".*"),
                   query)
+
+
+def plain_dashboard_queries(file_name: str) -> list[str]:
+    """Every query of one shipped dashboard, runnable as plain PromQL."""
+    return [as_plain_promql(promql) for promql in dashboard_queries(dashboards()[file_name])]
+
+
+def queries_without_data(prometheus_url: str, queries: list[str],
+                         timeout_seconds: float) -> list[str]:
+    """Poll a real Prometheus until every query returns at least one series, or the timeout;
+    the queries still empty then (a panel that would show "No data")."""
+    def empty() -> list[str] | None:
+        return None if [promql for promql in queries if not query(prometheus_url, promql)] \
+            else ["all answered"]
+
+    try:
+        wait_for(empty, timeout_seconds, 1.0, message="every panel query answering")
+    except TimeoutError:
+        return [promql for promql in queries if not query(prometheus_url, promql)]
+    return []

@@ -134,6 +134,7 @@ def test_inhibition_exporter_down_gpu_lost_and_critical_over_warning(running_ale
     service, _catcher = running_alertmanager
     gpu, anomaly = {"category": "gpu"}, {"category": "anomaly", "for": "cpu"}
     inference = {"category": "inference", "group": "model"}
+    tensor = {"category": "anomaly", "for": "gpu_tensor_active"}
     post_alerts(service.url, [
         {"alertname": "ExporterDown", "severity": "critical", "category": "host", "instance": "n1"},
         {"alertname": "GpuHighTemperature", "severity": "warning", "instance": "n1", "gpu": "0",
@@ -153,6 +154,12 @@ def test_inhibition_exporter_down_gpu_lost_and_critical_over_warning(running_ale
          **gpu},
         {"alertname": "GpuMemoryNearlyFull", "severity": "warning", "instance": "n5", "gpu": "1",
          **gpu},
+        {"alertname": "GpuTensorActivityCollapse", "severity": "warning", "instance": "n6",
+         "gpu": "0", "for": "gpu_tensor_active", **gpu},
+        {"alertname": "AnomalyScoreHigh", "severity": "warning", "instance": "n6", "gpu": "0",
+         **tensor},
+        {"alertname": "AnomalyScoreHigh", "severity": "warning", "instance": "n6", "gpu": "1",
+         **tensor},
     ])
     expected = {
         ("GpuHighTemperature", "n1", "warning", "0"),  # its exporter is down
@@ -161,6 +168,7 @@ def test_inhibition_exporter_down_gpu_lost_and_critical_over_warning(running_ale
         ("GpuMemoryNearlyFull", "n5", "warning", "0"),  # a process group on it is named
         ("GpuXidErrors", "n2", "warning", "1"),        # that GPU is lost (GPU 0 is not)
         ("AnomalyScoreHigh", "n3", "warning", ""),     # its critical twin fires (n4 has none)
+        ("AnomalyScoreHigh", "n6", "warning", "0"),    # GpuTensorActivityCollapse names it
     }
     wait_for(lambda: inhibited_alerts(service.url) == expected, 20,
              message=f"exactly {sorted(expected)} inhibited")

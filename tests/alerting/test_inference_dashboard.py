@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from scripts.demo_model import DemoModel, serving
-from tests.alerting.shipped import as_plain_promql, dashboard_queries, dashboards, rule_files
+from tests.alerting.shipped import plain_dashboard_queries, queries_without_data, rule_files
 from tests.exporter.support import exporter_process
 from tests.support.services import prometheus, query, scrape_config, wait_for
 
@@ -52,8 +52,7 @@ def inference_prometheus(tmp_path_factory):
 
 
 def inference_queries() -> list[str]:
-    return [as_plain_promql(promql)
-            for promql in dashboard_queries(dashboards()["inference.json"])]
+    return plain_dashboard_queries("inference.json")
 
 
 def test_the_dashboard_has_the_issue_panels() -> None:
@@ -68,18 +67,9 @@ def test_the_dashboard_has_the_issue_panels() -> None:
 
 
 def test_every_panel_query_returns_data(inference_prometheus) -> None:
-    url = inference_prometheus.url
     checked = [promql for promql in inference_queries() if NEEDS_SIDECAR not in promql]
     assert len(checked) >= 20
-
-    def empty() -> list[str] | None:
-        missing = [promql for promql in checked if not query(url, promql)]
-        return None if missing else ["all answered"]
-
-    try:
-        wait_for(empty, 90, 1.0, message="every Inference panel query answering")
-    except TimeoutError:
-        pytest.fail(f"no data for {[promql for promql in checked if not query(url, promql)]}")
+    assert queries_without_data(inference_prometheus.url, checked, 90) == []
 
 
 def test_passive_rules_record_the_model_servers_own_latency(inference_prometheus) -> None:

@@ -19,6 +19,8 @@ from exporter.registry import COLLECTORS, ExporterOptions, ScrapeCollector, load
 from tests.support.services import free_port, stop_process, wait_http_ok
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# A sysfs tree with two InfiniBand adapters (one port up, one down) and a RoCE one.
+INFINIBAND_SYSFS = Path(__file__).parent / "fixtures" / "sysfs"
 
 
 def build_scrape(names: list[str], nvml: SimulatedNVML | None = None,

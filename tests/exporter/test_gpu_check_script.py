@@ -59,3 +59,19 @@ def test_per_group_gpu_usage_matches_nvml_per_process(gpu_check, capsys) -> None
     assert "aiinfra_process_group_gpu_memory_bytes{gpu='0'} 3221225472" in out
     assert "aiinfra_process_group_gpu_utilization_ratio{gpu='0'} 0.25" in out
     assert "NVML per-process memory on GPU 0, summed: 3221225472" in out
+
+
+def test_profiling_fields_are_printed_with_their_read_time(gpu_check, capsys) -> None:
+    assert gpu_check.check(session(2, "1:model=a100"), 2, True) == 0
+    out = capsys.readouterr().out
+    assert "per-GPU profiling read time" in out
+    lines = {line.split(":")[0].strip(): line for line in out.splitlines()
+             if line.startswith("  GPU ") and " series, NVLink links: " in line}
+    assert set(lines) == {"GPU 0 NVIDIA H100 80GB HBM3 (simulated)",
+                          "GPU 1 NVIDIA A100-SXM4-80GB (simulated)"}
+    h100, a100 = lines.values()
+    assert " ms, max " in h100 and "NVLink links: 18 up; absent here: none" in h100
+    assert "NVLink links: 12 up; absent here: aiinfra_gpu_dram_active_ratio" in a100
+    assert "    aiinfra_gpu_tensor_active_ratio " in out  # GPU 0's GPM values
+    assert "    aiinfra_gpu_pcie_max_link_generation 4" in out  # GPU 1's PCIe link
+    assert "scrape-path time per GPU (gpu_profiling collector" in out

@@ -48,7 +48,37 @@ def test_the_scan_finds_the_collectors_calls() -> None:
     called = all_called()
     assert len(called) > 30, called  # the scan itself works
     assert {"nvmlInit", "nvmlDeviceGetUtilizationRates", "nvmlDeviceGetFieldValues",
-            "nvmlEventSetWait_v2", "nvmlDeviceGetComputeRunningProcesses"} <= called
+            "nvmlEventSetWait_v2", "nvmlDeviceGetComputeRunningProcesses",
+            "nvmlGpmQueryDeviceSupport", "nvmlGpmSampleAlloc", "nvmlGpmSampleGet",
+            "nvmlGpmMigSampleGet", "nvmlGpmMetricsGet", "nvmlGpmSampleFree",
+            "nvmlDeviceGetCurrPcieLinkGeneration", "nvmlDeviceGetMaxPcieLinkWidth"} <= called
+
+
+# Values from NVIDIA's nvml.h (R550+) and the NVML API reference's nvmlGpmMetricId_t: the
+# profiling collector reads these ids through pynvml's constants, so a renumbered or missing
+# constant would read the wrong counter rather than fail.
+NVML_H_VALUES = {
+    "NVML_GPM_METRIC_GRAPHICS_UTIL": 1, "NVML_GPM_METRIC_SM_UTIL": 2,
+    "NVML_GPM_METRIC_SM_OCCUPANCY": 3, "NVML_GPM_METRIC_INTEGER_UTIL": 4,
+    "NVML_GPM_METRIC_ANY_TENSOR_UTIL": 5, "NVML_GPM_METRIC_DFMA_TENSOR_UTIL": 6,
+    "NVML_GPM_METRIC_HMMA_TENSOR_UTIL": 7, "NVML_GPM_METRIC_DMMA_TENSOR_UTIL": 8,
+    "NVML_GPM_METRIC_IMMA_TENSOR_UTIL": 9, "NVML_GPM_METRIC_DRAM_BW_UTIL": 10,
+    "NVML_GPM_METRIC_FP64_UTIL": 11, "NVML_GPM_METRIC_FP32_UTIL": 12,
+    "NVML_GPM_METRIC_FP16_UTIL": 13, "NVML_GPM_METRICS_GET_VERSION": 1,
+    "NVML_FI_DEV_NVLINK_LINK_COUNT": 91, "NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX": 138,
+    "NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX": 139, "NVML_FI_DEV_NVLINK_ERROR_DL_REPLAY": 161,
+    "NVML_FI_DEV_NVLINK_ERROR_DL_RECOVERY": 162, "NVML_FI_DEV_NVLINK_ERROR_DL_CRC": 163,
+    "NVML_FI_DEV_NVLINK_GET_STATE": 165, "NVML_FI_DEV_PCIE_COUNT_TX_BYTES": 197,
+    "NVML_FI_DEV_PCIE_COUNT_RX_BYTES": 198, "NVML_NVLINK_STATE_ACTIVE": 1,
+}
+
+
+def test_profiling_constants_have_nvml_h_values() -> None:
+    assert {name: getattr(pynvml, name, None) for name in NVML_H_VALUES} == NVML_H_VALUES
+    for struct in ("c_nvmlGpmMetricsGet_t", "struct_c_nvmlGpmSample_t"):
+        assert hasattr(pynvml, struct), struct
+    assert [name for name, _ in pynvml.c_nvmlGpmMetricsGet_t._fields_] == [
+        "version", "numMetrics", "sample1", "sample2", "metrics"]
 
 
 @pytest.mark.parametrize("name", sorted(all_called()))
