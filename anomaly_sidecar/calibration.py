@@ -47,7 +47,9 @@ MIN_TAIL_ERRORS = 10.0
 """The tail fitted is the top TAIL_FRACTION of recent errors, widened to hold at least this
 many while a series is young."""
 OUTLIER_FACTOR = 2.0
-"""Errors above this many times the threshold do not join the error model (see score)."""
+"""Errors above this many times the threshold do not join the error model for a while (see
+score)."""
+OUTLIER_HOLD_SECONDS = 3600.0
 SMALL_TAIL_ERRORS = 50.0
 """With fewer errors in the fitted tail, its shape is not allowed below the exponential's:
 a handful of excesses too often looks bounded, and a bounded tail puts the threshold at the
@@ -60,7 +62,7 @@ YOUNG_REFRESHES times as often: a young tail estimate moves fast."""
 _MAX_LOG_WEIGHT = 50.0
 _MIN_SHAPE, _MAX_SHAPE = -0.5, 0.45
 STATE_FIELDS = ("weights", "reference_time", "observed", "first_time", "threshold",
-                "refreshed_bucket")
+                "refreshed_bucket", "outlier_since")
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ class CalibrationSettings:
     """A series is scored only once its first error is this old ..."""
     min_errors: int
     """... and this many errors are known."""
+    outlier_hold_seconds: float = OUTLIER_HOLD_SECONDS
+    """How long errors beyond OUTLIER_FACTOR x the threshold are kept out of the model."""
 
 
 def new_state(n_series: int) -> dict[str, np.ndarray]:
@@ -86,6 +90,7 @@ def new_state(n_series: int) -> dict[str, np.ndarray]:
         "first_time": np.full(n_series, np.nan),
         "threshold": np.full(n_series, np.nan),
         "refreshed_bucket": np.full(n_series, -np.inf),
+        "outlier_since": np.full(n_series, np.nan),
     }
 
 
@@ -134,9 +139,15 @@ def score(state: dict[str, np.ndarray], settings: CalibrationSettings, time: flo
     thresholds[rows] = np.where(warm, limit, np.nan)
     # an error far beyond the threshold is an anomaly, not the series' normal behaviour: left
     # out of the error model, it cannot raise the tail so far that the next anomaly of the
-    # same size passes unnoticed (SPOT likewise keeps alarms out of its peaks)
+    # same size passes unnoticed (SPOT likewise keeps alarms out of its peaks). Only for a
+    # while: errors that stay that large for OUTLIER_HOLD are the series' new normal (a level
+    # that moved for good) and join the model again, or it would alarm on them for ever.
     with np.errstate(invalid="ignore"):
-        normal = ~(warm & (row_errors > OUTLIER_FACTOR * limit))
+        outlier = warm & (row_errors > OUTLIER_FACTOR * limit)
+    since = state["outlier_since"][rows]
+    since = np.where(outlier, np.where(np.isnan(since), time, since), np.nan)
+    state["outlier_since"][rows] = since
+    normal = ~outlier | (time - since >= settings.outlier_hold_seconds)
     _add(state, settings, rows[normal], time, row_errors[normal])
     return scores, thresholds
 

@@ -231,7 +231,8 @@ class Detector:
             alpha=scoring.alpha(step, len(self.channels)),
             memory_seconds=span_seconds(scoring.memory_seconds, step),
             warm_up_seconds=span_seconds(scoring.warm_up_seconds, step),
-            min_errors=MIN_ERRORS)
+            min_errors=MIN_ERRORS,
+            outlier_hold_seconds=span_seconds(calibration.OUTLIER_HOLD_SECONDS, step))
         if scoring.calibration == "raw":
             raw_half = np.maximum(residuals.raw_half_width, _TINY)
             with np.errstate(invalid="ignore", divide="ignore"):
