@@ -161,8 +161,9 @@ def test_cooldown_holds_for_the_same_target_but_not_another(delivery):
     wait_for(lambda: main.records("started", scenario="cooldown"), DELIVERY_SECONDS)
     fire(delivery, scenario="cooldown", instance="node-a", n="2")
     fire(delivery, scenario="cooldown", instance="node-b", n="3")
+    # "finished", not "started": the action writes its file while it runs
     wait_for(lambda: main.records("skipped", scenario="cooldown", n="2")
-             and main.records("started", scenario="cooldown", n="3"), DELIVERY_SECONDS)
+             and main.records("finished", scenario="cooldown", n="3"), DELIVERY_SECONDS)
     assert {r["reason"] for r in main.records("skipped", scenario="cooldown", n="2")} == \
         {"cooldown"}
     ran = sorted(line for line in read_lines(delivery["files"]["main"]) if line[0] == "cooldown")

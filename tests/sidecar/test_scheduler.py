@@ -18,14 +18,16 @@ from anomaly_sidecar.writer import OutputCollector, SelfMetrics
 from tests.sidecar.test_reader import import_lines
 from tests.support.services import victoria_metrics, wait_for
 
+BAND = {"type": "zscore", "window": "30m", "quiet": "0", "rearm": "0"}
+"""Band semantics: the published score is the newest point's, which the test compares."""
 MODELS = {
-    "both": {"type": "zscore", "window": "30m"},
-    "above_only": {"type": "zscore", "window": "30m", "detection_direction": "above"},
-    "below_only": {"type": "zscore", "window": "30m", "detection_direction": "below"},
-    "tolerant": {"type": "zscore", "window": "30m", "min_dev_from_expected": 50.0},
-    "cautious": {"type": "zscore", "window": "30m", "warm_up": "10h"},
+    "both": BAND,
+    "above_only": {**BAND, "detection_direction": "above"},
+    "below_only": {**BAND, "detection_direction": "below"},
+    "tolerant": {**BAND, "min_dev_from_expected": 50.0},
+    "cautious": {**BAND, "warm_up": "10h"},
 }
-ALARM_MODEL = {"type": "composite", "quiet": "30m"}
+ALARM_MODEL = {"type": "composite", "quiet": "30m", "rearm": "0", "false_alarms_per_day": 1}
 
 
 def test_direction_min_dev_and_warm_up_shape_the_scores(tmp_path):
