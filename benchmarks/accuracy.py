@@ -170,6 +170,33 @@ def print_row(model: str, corpus: str, part: str, row: dict[str, float], seconds
           f"{seconds:>7.0f}", flush=True)
 
 
+def compare_with_reference(models: list[str], corpora: dict, all_scores: dict,
+                           results: dict) -> None:
+    """The issue's comparison: each model at its shipped threshold against the reference
+    z-score with its threshold set with the labels for the same false-alarm budget (the
+    model's own false-alarm rate, or 1.0 per 1,000 if it is lower)."""
+    if REFERENCE not in models:
+        return
+    for model in models:
+        if model == REFERENCE:
+            continue
+        for corpus, (files, _) in corpora.items():
+            shipped = results[f"{model}/{corpus}/all"]
+            budget = max(shipped["false_alarms_per_1000"], event_score.FALSE_ALARM_BUDGET_PER_1000)
+            reference = event_score.best_recall_within_budget(
+                [event_score.LabelledScores(all_scores[REFERENCE, corpus][item.name],
+                                            item.labelled) for item in files],
+                false_alarms_per_1000=budget, alarm_share=1.0)
+            verdict = "beats" if shipped["recall"] > reference.recall else "does not beat"
+            print(f"{model} on {corpus}: recall {shipped['recall']:.3f} at "
+                  f"{shipped['false_alarms_per_1000']:.2f} false alarms per 1,000 {verdict} the "
+                  f"{REFERENCE} reference tuned with the labels for <= {budget:.2f} per 1,000: "
+                  f"{reference.recall:.3f} at {reference.false_alarms_per_1000:.2f}")
+            results[f"{model}/{corpus}/versus_{REFERENCE}"] = {
+                "budget": budget, "reference_recall": reference.recall,
+                "reference_false_alarms_per_1000": reference.false_alarms_per_1000}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     shared = REPO_ROOT.parent / "shared" / "datasets"
@@ -204,7 +231,7 @@ def main() -> None:
           f"{args.workers} workers", flush=True)
     print(f"{'model':<12} {'corpus':<6} {'part':<4} {'NABsw':>6} {'NAB@s1':>7} {'recall':>7} "
           f"{'FA/1k':>7} {'best*':>9} {'time_s':>7}", flush=True)
-    results = {}
+    results, all_scores = {}, {}
     for model in args.models.split(","):
         setup = setup_for(model, args.config)
         for corpus, (files, truths) in corpora.items():
@@ -213,6 +240,7 @@ def main() -> None:
                 columns = pool.map(backtest_file, [setup] * len(files),
                                    [model == REFERENCE] * len(files), files)
                 scores = {item.name: column for item, column in zip(files, columns, strict=True)}
+            all_scores[model, corpus] = scores
             seconds = time.perf_counter() - started
             parts = halves(files) if args.halves else {"all": list(files)}
             for part, subset in parts.items():
@@ -221,6 +249,7 @@ def main() -> None:
                 print_row(model, corpus, part, row, seconds)
     print("best* = analysis only: the best event recall of any threshold within 1.0 false-alarm "
           "events per 1,000 normal rows and 1% of them in alarm (chosen with the labels)")
+    compare_with_reference(args.models.split(","), corpora, all_scores, results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

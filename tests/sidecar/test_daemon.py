@@ -173,6 +173,18 @@ def test_minimal_config_runs_verbatim(stack, tmp_path):
         assert samples(sidecar.metrics_url, "anomaly_sidecar_build_info")
 
 
+def prepare_restart(stack: Stack, tmp_path: Path, name: str, body: str,
+                    history_points: int) -> tuple[int, Path, Path]:
+    """Port, state directory and config of a restart test, once Prometheus holds the history
+    the model needs (series "r", one point a second)."""
+    config = write_config(tmp_path / f"{name}.yml", stack.prometheus.url,
+                          stack.sidecar_ports[name], body)
+    wait_for(lambda: promql_value(
+        stack, f'count_over_time(test_value{{series="r"}}[2m]) >= {history_points}'),
+        150, message=f"{history_points} points of history")
+    return stack.sidecar_ports[name], tmp_path / "state", config
+
+
 RESTART_BODY = """\
 queries:
   r:
@@ -194,11 +206,7 @@ schedulers:
 def test_restart_scores_at_once_without_refit(stack, tmp_path):
     """Must-show 4: SIGKILL after a fit; the new process restores the state and publishes
     scores within one infer_every of serving /metrics, without fitting again."""
-    port = stack.sidecar_ports["restart"]
-    state_dir = tmp_path / "state"
-    config = write_config(tmp_path / "restart.yml", stack.prometheus.url, port, RESTART_BODY)
-    wait_for(lambda: promql_value(stack, 'count_over_time(test_value{series="r"}[2m]) >= 50'),
-             90, message="50 points of history (the model's history and warm-up)")
+    port, state_dir, config = prepare_restart(stack, tmp_path, "restart", RESTART_BODY, 50)
     with sidecar_process(config, port, state_dir) as first:
         wait_for(lambda: samples(first.metrics_url, "anomaly_score", series="r"), 30,
                  message="first process scoring")
@@ -236,11 +244,7 @@ def test_restart_resumes_from_saved_state_without_reading_history_again(stack, t
     """A stopped sidecar saves every series' state; the next process restores it and its first
     inference reads only the points that arrived in between, not the history again (counted
     by anomaly_sidecar_points_read_total), and it publishes scores at once."""
-    port = stack.sidecar_ports["resume"]
-    state_dir = tmp_path / "state"
-    config = write_config(tmp_path / "resume.yml", stack.prometheus.url, port, RESUME_BODY)
-    wait_for(lambda: promql_value(stack, 'count_over_time(test_value{series="r"}[2m]) >= 100'),
-             150, message="100 points of history")
+    port, state_dir, config = prepare_restart(stack, tmp_path, "resume", RESUME_BODY, 100)
     with sidecar_process(config, port, state_dir) as first:
         wait_for(lambda: samples(first.metrics_url, "anomaly_score", series="r"), 30,
                  message="first process scoring")
