@@ -28,7 +28,6 @@ MAX_LEVEL = 4.0
 RECENT_ALARMS = 8
 """Alarm times kept per series for the rearm count: enough to reach MAX_LEVEL at any step."""
 BELOW_ONE = float(np.nextafter(1.0, 0.0))
-STATE_FIELDS = ("last_alarm", "recent_alarms")
 
 
 @dataclass(frozen=True)

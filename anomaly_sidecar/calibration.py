@@ -61,8 +61,6 @@ YOUNG_REFRESHES = 12
 YOUNG_REFRESHES times as often: a young tail estimate moves fast."""
 _MAX_LOG_WEIGHT = 50.0
 _MIN_SHAPE, _MAX_SHAPE = -0.5, 0.45
-STATE_FIELDS = ("weights", "reference_time", "observed", "first_time", "threshold",
-                "refreshed_bucket", "outlier_since")
 
 
 @dataclass(frozen=True)

@@ -242,12 +242,16 @@ def _parse_model(checker: _Checker, alias: str, section: dict,
         if error.key != "type" and "unknown key" in reason:
             reason = reason.replace("(allowed: ", f"(allowed: {', '.join(_MODEL_COMMON_KEYS)}, ")
         raise checker.fail(f"{prefix}.{error.key}", reason) from None
+    scoring = _parse_scoring(checker, prefix, section)
+    if scoring.calibration == "raw" and not model_type.has_raw_band:
+        raise checker.fail(f"{prefix}.calibration",
+                           f"a {type_name} model has no raw band of its own: use calibrated")
     return ModelConfig(
         alias=alias,
         type=type_name,
         params=params,
         queries=checker.alias_list(section, prefix, "queries", queries, "query"),
-        scoring=_parse_scoring(checker, prefix, section),
+        scoring=scoring,
     )
 
 

@@ -25,7 +25,14 @@ import numpy as np
 
 from anomaly_sidecar import alarms, calibration
 from anomaly_sidecar.durations import REFERENCE_STEP_SECONDS, span_seconds
-from anomaly_sidecar.models.base import Model, SeriesBatch, SeriesKey, StreamState, model_class
+from anomaly_sidecar.models.base import (
+    Model,
+    Residuals,
+    SeriesBatch,
+    SeriesKey,
+    StreamState,
+    model_class,
+)
 
 if TYPE_CHECKING:
     from anomaly_sidecar.config import ModelConfig
@@ -213,57 +220,53 @@ class Detector:
                     self.state[part][name][rows] = array
         return result
 
-    def _score(self, state: dict[str, StreamState], residuals, timestamps: np.ndarray,
-               values: np.ndarray) -> dict[str, np.ndarray]:
-        """Calibrate, combine and gate column by column (vectorised over series)."""
-        scoring = self.scoring
-        unit = np.maximum(np.abs(residuals.unit), _TINY)
-        deviation = values - residuals.yhat
-        with np.errstate(invalid="ignore"):
-            errors = {DEVIATION: np.abs(deviation) / unit, **residuals.extra_errors}
-            suppressed = _suppressed(deviation, scoring.detection_direction,
-                                     scoring.min_dev_from_expected)
-        score = np.full(values.shape, np.nan)
-        half_width = np.full(values.shape, np.nan)
-        settings = scoring.alarm_settings(self.model.step_seconds)
-        step = self.model.step_seconds
-        calibration_settings = calibration.CalibrationSettings(
+    def _calibration_settings(self) -> calibration.CalibrationSettings:
+        scoring, step = self.scoring, self.model.step_seconds
+        return calibration.CalibrationSettings(
             alpha=scoring.alpha(step, len(self.channels)),
             memory_seconds=span_seconds(scoring.memory_seconds, step),
             warm_up_seconds=span_seconds(scoring.warm_up_seconds, step),
             min_errors=MIN_ERRORS,
             outlier_hold_seconds=span_seconds(calibration.OUTLIER_HOLD_SECONDS, step))
-        if scoring.calibration == "raw":
-            raw_half = np.maximum(residuals.raw_half_width, _TINY)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                raw_score = np.abs(deviation) / raw_half
-        must_alarm = residuals.must_alarm
-        refresh_seconds = span_seconds(calibration.REFRESH_SECONDS, self.model.step_seconds)
-        for column, moment in enumerate(timestamps):
-            moment = float(moment)
+
+    def _score(self, state: dict[str, StreamState], residuals: Residuals,
+               timestamps: np.ndarray, values: np.ndarray) -> dict[str, np.ndarray]:
+        """Calibrate, combine and gate column by column (vectorised over series)."""
+        scoring = self.scoring
+        unit = np.maximum(np.abs(residuals.unit), _TINY)
+        deviation = values - residuals.yhat
+        with np.errstate(invalid="ignore", divide="ignore"):
+            errors = {DEVIATION: np.abs(deviation) / unit, **residuals.extra_errors}
+            suppressed = _suppressed(deviation, scoring.detection_direction,
+                                     scoring.min_dev_from_expected)
             if scoring.calibration == "raw":
-                # the calibration still runs on the deviation, for its warm-up rule alone
-                warm, _ = calibration.score(state[f"calibration.{DEVIATION}"],
-                                            calibration_settings, moment,
-                                            errors[DEVIATION][:, column], refresh_seconds)
-                combined = np.where(np.isfinite(warm), raw_score[:, column], np.nan)
-                unit_width = np.where(np.isfinite(warm), residuals.raw_half_width[:, column],
-                                      np.nan)
+                raw_score = np.abs(deviation) / np.maximum(residuals.raw_half_width, _TINY)
+        score = np.full(values.shape, np.nan)
+        half_width = np.full(values.shape, np.nan)
+        gate_settings = scoring.alarm_settings(self.model.step_seconds)
+        settings = self._calibration_settings()
+        refresh_seconds = span_seconds(calibration.REFRESH_SECONDS, self.model.step_seconds)
+        for column, moment in enumerate(timestamps.astype(float)):
+            channel_scores = {
+                # raw: the calibration still runs on the deviation, for its warm-up rule alone
+                channel: calibration.score(state[f"calibration.{channel}"], settings, moment,
+                                           errors[channel][:, column], refresh_seconds)
+                for channel in (self.channels if scoring.calibration == "calibrated"
+                                else (DEVIATION,))}
+            warm_scores, limits = channel_scores[DEVIATION]
+            if scoring.calibration == "raw":
+                warm = np.isfinite(warm_scores)
+                combined = np.where(warm, raw_score[:, column], np.nan)
+                unit_width = np.where(warm, residuals.raw_half_width[:, column], np.nan)
             else:
-                combined = np.full(values.shape[0], np.nan)
-                unit_width = None
-                for channel in self.channels:
-                    channel_scores, limits = calibration.score(
-                        state[f"calibration.{channel}"], calibration_settings, moment,
-                        errors[channel][:, column], refresh_seconds)
-                    combined = np.fmax(combined, channel_scores)
-                    if channel == DEVIATION:
-                        unit_width = limits * unit[:, column]
+                combined = np.fmax.reduce([scores for scores, _ in channel_scores.values()])
+                unit_width = limits * unit[:, column]
             combined = np.where(suppressed[:, column] & np.isfinite(combined), 0.0, combined)
             # a must-alarm point of a series still warming up is not an alarm either
-            forced = (None if must_alarm is None else
-                      must_alarm[:, column] & ~suppressed[:, column] & np.isfinite(combined))
-            gated, level = alarms.gate(state["alarms"], settings, moment, combined, forced)
+            forced = (None if residuals.must_alarm is None else
+                      residuals.must_alarm[:, column] & ~suppressed[:, column]
+                      & np.isfinite(combined))
+            gated, level = alarms.gate(state["alarms"], gate_settings, moment, combined, forced)
             score[:, column] = np.where(np.isfinite(values[:, column]), gated, np.nan)
             half_width[:, column] = unit_width * level
         yhat = np.where(np.isfinite(score), residuals.yhat, np.nan)

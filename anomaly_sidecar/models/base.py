@@ -114,6 +114,9 @@ class Model(ABC):
 
     type_name: ClassVar[str]
     Params: ClassVar[type[ModelParams]]
+    has_raw_band: ClassVar[bool] = True
+    """Whether the model has a band of its own (`calibration: raw`): the composite's several
+    channels have none."""
     learns: ClassVar[bool] = False
     """Whether `fit` learns anything (ARIMA, LSTM): only such models are refitted on a
     schedule; the others forecast from their streaming state alone."""

@@ -91,6 +91,7 @@ class CompositeModel(Model):
     type_name = "composite"
     Params = CompositeParams
     params: CompositeParams
+    has_raw_band = False
 
     @property
     def extra_channels(self) -> tuple[str, ...]:
