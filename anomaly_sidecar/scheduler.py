@@ -41,10 +41,10 @@ HISTORY_RETRY_INFERENCES = 10
 """A query whose new series needed a history read waits this many inference intervals before
 the next one, so a stream of new series cannot turn every cycle into a full read."""
 STATE_SAVE_SECONDS = 600.0
+"""How often a job's series state is written to --state-dir (and at every fit and stop)."""
 SCORE_BLOCK_SERIES = 1000
 """Series scored (and published) together in one inference: large enough for numpy to pay,
 small enough that the first of 10,000 new series are published long before the last."""
-"""How often a job's series state is written to --state-dir (and at every fit and stop)."""
 
 
 class Job:
@@ -265,8 +265,9 @@ class SchedulerRunner:
                 rows = slice(first, first + SCORE_BLOCK_SERIES)
                 block = SeriesBatch(batch.keys[rows], batch.timestamps, batch.values[rows])
                 with job.lock:
+                    known = np.array([job.detector.knows(key) for key in block.keys])
                     scored = job.detector.update(block)
-                self._publish(job, block, scored, now)
+                self._publish(job, block, scored, now, known)
         except Exception as error:  # keep serving the last scores
             self.metrics.run_errors.labels(*labels).inc()
             log.error("inference of %s failed: %s", job.labels, error)
@@ -328,11 +329,13 @@ class SchedulerRunner:
                 job.fit_pending = True
                 self._fit_wakeup.set()
 
-    def _publish(self, job: Job, batch: SeriesBatch, scored: Scored, now: float) -> None:
+    def _publish(self, job: Job, batch: SeriesBatch, scored: Scored, now: float,
+                 known: np.ndarray) -> None:
         """Per series with new points: y, yhat and the band of its newest scored point, and
         the score: the newest for a band model; for a point-alarm model the highest of the
         points scored since the last publication that are younger than alarm_catch_up (an
-        older alarm is not published: AnomalyAlarm says "within the last 10m")."""
+        older alarm is not published: AnomalyAlarm says "within the last 10m"). Dropping one
+        is logged for series scored before (`known`), not for a first read of a history."""
         if not batch.values.shape[1]:
             return
         newest = np.where(scored.scored.any(axis=1),
@@ -348,7 +351,7 @@ class SchedulerRunner:
             recent = batch.timestamps >= now - self.config.alarm_catch_up_seconds
             scores = np.where(scored.scored & recent[None, :], scored.anomaly_score, np.nan)
             with np.errstate(invalid="ignore"):
-                old_alarms = int((scored.scored & ~recent[None, :]
+                old_alarms = int((scored.scored & ~recent[None, :] & known[:, None]
                                   & (scored.anomaly_score >= 1)).sum())
             if old_alarms:
                 log.warning("%s: %d alarms on points older than alarm_catch_up (%.0fs) are not "
