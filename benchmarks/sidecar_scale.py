@@ -47,7 +47,8 @@ from anomaly_sidecar.models._arima_batched import estimate as estimate_batched  
 from anomaly_sidecar.models.arima import ArimaParams, statsmodels_coefficients  # noqa: E402
 from anomaly_sidecar.reader import PromReader  # noqa: E402
 from anomaly_sidecar.scheduler import Job, SchedulerRunner  # noqa: E402
-from anomaly_sidecar.writer import OutputCollector, SelfMetrics  # noqa: E402
+from anomaly_sidecar.self_metrics import SelfMetrics  # noqa: E402
+from anomaly_sidecar.writers.pull import OutputCollector  # noqa: E402
 from tests.support.services import victoria_metrics  # noqa: E402
 
 STEP_SECONDS = 60
@@ -127,7 +128,7 @@ def run_model(url: str, prefix: str, alias: str, history: str, values: np.ndarra
     outputs = RecordingOutputs()
     now = [end + 1]
     reader = PromReader(config.reader, on_request=metrics.record_request)
-    runner = SchedulerRunner(config.schedulers["s"], [], reader, outputs, metrics,
+    runner = SchedulerRunner(config.schedulers["s"], [], reader, [outputs], metrics,
                              clock=lambda: now[0])
     job = Job(config.schedulers["s"], config.models[alias], "q", config.queries["q"], None)
     rss_before = resident_bytes()
