@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 HEADERS = {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
            "X-Prometheus-Remote-Write-Version": "0.1.0",
            "User-Agent": f"anomaly-sidecar/{__version__}"}
+DROP_LOG_INTERVAL_SECONDS = 60.0
 MAX_CACHED_LABEL_SETS = 1_000_000
 """Encoded label sets kept between inferences (a series' five outputs are one entry)."""
 
@@ -103,6 +104,8 @@ class RemoteWriter:
         self._closing = False
         self._close_deadline = float("inf")
         self._giving_up = False
+        self._dropped_since_log = 0
+        self._last_drop_log = float("-inf")
         """Set when stopping with the backend still unreachable: the rest is dropped."""
         self._thread = threading.Thread(target=self._send_loop, name="remote-write",
                                         daemon=True)
@@ -159,8 +162,16 @@ class RemoteWriter:
             self._condition.notify()
         if dropped:
             self.metrics.dropped.inc(dropped)
+            self._log_drops(dropped)
+
+    def _log_drops(self, dropped: int) -> None:
+        """One warning a minute at most, with what was dropped since the last one."""
+        self._dropped_since_log += dropped
+        moment = time.monotonic()
+        if moment - self._last_drop_log >= DROP_LOG_INTERVAL_SECONDS:
             log.warning("remote write queue full (%d samples, writer.remote_write.queue_size): "
-                        "dropped %d samples", self.config.queue_size, dropped)
+                        "dropped %d samples", self.config.queue_size, self._dropped_since_log)
+            self._last_drop_log, self._dropped_since_log = moment, 0
 
     def forget_jobs_except(self, jobs: set[JobLabels]) -> None:
         """Label sets of jobs that are gone are not needed any more."""
