@@ -77,8 +77,8 @@ def source_data(names: list[str], start: float, end: float, seed: int = 0
 
 
 def sidecar_config(path: Path, source_url: str, port: int, writer: str,
-                   template: str = "{name}") -> Path:
-    path.write_text(f"reader:\n  url: {source_url}\n  timeout: 5s\n{SIDECAR_BODY}"
+                   template: str = "{name}", body: str = SIDECAR_BODY) -> Path:
+    path.write_text(f"reader:\n  url: {source_url}\n  timeout: 5s\n{body}"
                     f"server:\n  listen_address: 127.0.0.1:{port}\n"
                     f"  metric_name_template: '{template}'\n{writer}")
     return path
