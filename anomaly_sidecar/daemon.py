@@ -129,8 +129,8 @@ class Sidecar:
                 previous = kept.get((job.labels, json_key(job)))
                 if previous is not None:
                     job.detector, job.fitted_at = previous.detector, previous.fitted_at
-                else:
-                    job.restore()
+                elif job.restore():
+                    self._forget_other_shards(job)
             runner = SchedulerRunner(config.schedulers[alias], jobs, reader, self.writers,
                                      self.metrics)
             runner.start()
@@ -139,6 +139,15 @@ class Sidecar:
         self.metrics.model_info.set_jobs(running)
         for writer in self.writers:
             writer.forget_jobs_except(running)
+
+    def _forget_other_shards(self, job: Job) -> None:
+        """State saved under another shard count holds series this replica no longer owns:
+        drop it at once rather than after a fit_window of not seeing them."""
+        foreign = [key for key in job.detector.keys if not self.shard.owns(key)]
+        if foreign:
+            job.detector.forget(foreign)
+            log.info("%s: dropped the restored state of %d series of other shards", job.labels,
+                     len(foreign))
 
     def reload(self) -> bool:
         """Re-read the config file; on any error keep running the old one."""

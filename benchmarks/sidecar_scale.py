@@ -74,9 +74,10 @@ def synthetic_values(n_series: int, n_points: int, seed: int = 0) -> np.ndarray:
     return np.round(values, 3)
 
 
-def import_series(url: str, prefix: str, values: np.ndarray, first_stamp: float) -> None:
+def import_series(url: str, prefix: str, values: np.ndarray, first_stamp: float,
+                  step_seconds: float = STEP_SECONDS) -> None:
     """Bulk-load columns starting at first_stamp into VictoriaMetrics (/api/v1/import)."""
-    stamps_ms = [int((first_stamp + STEP_SECONDS * i) * 1000) for i in range(values.shape[1])]
+    stamps_ms = [int((first_stamp + step_seconds * i) * 1000) for i in range(values.shape[1])]
     for start in range(0, values.shape[0], IMPORT_BATCH):
         lines = []
         for row in range(start, min(start + IMPORT_BATCH, values.shape[0])):

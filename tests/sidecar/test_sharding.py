@@ -9,9 +9,18 @@ import signal
 import time
 
 import numpy as np
+import yaml
 
+from anomaly_sidecar.config import ShardConfig, parse_config
+from anomaly_sidecar.daemon import Sidecar, build_jobs
 from anomaly_sidecar.shard import Shard, series_hash, shard_of
-from tests.sidecar.helpers import remote_write, samples, sidecar_process, total
+from tests.sidecar.helpers import (
+    minimal_config,
+    remote_write,
+    samples,
+    sidecar_process,
+    total,
+)
 from tests.sidecar.test_remote_write import raw_samples, sidecar_config, source_data
 from tests.support.services import (
     free_port,
@@ -163,3 +172,16 @@ def test_three_replicas_score_every_series_once_and_a_restart_changes_nothing_el
         np.testing.assert_array_equal(stamps[stamps <= end], common)
         np.testing.assert_allclose(scores[stamps <= end],
                                    reference_scores[reference_stamps <= end], rtol=1e-9)
+
+
+def test_state_restored_under_another_count_keeps_only_this_shards_series(tmp_path):
+    """After growing the count, a replica's saved state still holds the series the new shard
+    took: they are dropped at restore, not kept until a fit_window of absence."""
+    config = parse_config(yaml.safe_load(minimal_config("http://127.0.0.1:9", free_port())),
+                          "inline")
+    sidecar = Sidecar(config, tmp_path / "c.yml", tmp_path, shard_override=ShardConfig(1, 4))
+    job = build_jobs(sidecar.config, tmp_path)["main"][0]
+    job.detector.rows(KEYS[:400])
+    sidecar._forget_other_shards(job)
+    assert job.detector.keys == [key for key in KEYS[:400] if shard_of(key, 4) == 1]
+    assert 60 < len(job.detector.keys) < 140
