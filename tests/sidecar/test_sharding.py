@@ -7,6 +7,7 @@ import contextlib
 import math
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import yaml
@@ -185,3 +186,23 @@ def test_state_restored_under_another_count_keeps_only_this_shards_series(tmp_pa
     sidecar._forget_other_shards(job)
     assert job.detector.keys == [key for key in KEYS[:400] if shard_of(key, 4) == 1]
     assert 60 < len(job.detector.keys) < 140
+
+
+def test_the_documented_statefulset_runs_one_shard_per_replica(tmp_path):
+    """docs/scaling.md: the StatefulSet's replicas and shard count agree, the shard index is
+    the pod's ordinal, and the ConfigMap's sidecar config is valid."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "scaling.md").read_text()
+    block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    documents = {document["kind"]: document for document in yaml.safe_load_all(block)}
+    spec = documents["StatefulSet"]["spec"]
+    container = spec["template"]["spec"]["containers"][0]
+    env = {variable["name"]: variable for variable in container["env"]}
+    assert int(env["ANOMALY_SIDECAR_SHARD_COUNT"]["value"]) == spec["replicas"]
+    assert env["ANOMALY_SIDECAR_SHARD_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"] == \
+        "metadata.labels['apps.kubernetes.io/pod-index']"
+    raw = yaml.safe_load(documents["ConfigMap"]["data"]["sidecar.yml"])
+    web_config = tmp_path / "web.yml"
+    web_config.write_text("{}\n")
+    raw["server"]["web_config_file"] = str(web_config)
+    config = parse_config(raw, "docs/scaling.md")
+    assert config.writer.remote_write is not None and not config.writer.pull
