@@ -3,13 +3,14 @@ real `anomaly-sidecar run --shard-index i --shard-count n` processes over the sa
 series, each remote-writing its scores into that VictoriaMetrics.
 
 Run: .venv/bin/python benchmarks/sidecar_replicas.py [--series 20000] [--replicas 1 2 4]
-     [--model composite] [--step 15s] [--history 1h] [--cycles 4]
+     [--model composite] [--step 15s] [--history 90m] [--cycles 4]
 
 Per n, on a fresh copy of the series (labels set="nN", so no replica reuses another run's
-state): `--history` of every series is imported, the replicas start (cold start: until each
-has finished its first inference, which reads and scores that history), then for `--cycles`
+state): `--history` of every series is imported, the replicas start, then for `--cycles`
 steps a new point of every series is imported at its own timestamp T as the clock passes T, as
 a scrape would store it. Reported:
+- cold start: from starting the replicas until VictoriaMetrics holds a score of every series
+  at the newest imported point (the first inference reads and scores each series' history);
 - series/s per replica: points scored per second of inference in the steady cycles
   (anomaly_sidecar_points_read_total over anomaly_sidecar_model_run_duration_seconds_sum, read
   included), and the sum over the replicas; ratios against n = 1 of the same run;
@@ -101,6 +102,16 @@ def scored_series(url: str, prefix: str, stamp: float) -> int:
     return int(float(answer[0]["value"][1])) if answer else 0
 
 
+def wait_scored(url: str, prefix: str, stamp: float, expected: int,
+                timeout_seconds: float) -> None:
+    """Until `expected` series have a score at `stamp` in VictoriaMetrics."""
+    deadline = time.monotonic() + timeout_seconds
+    while scored_series(url, prefix, stamp) < expected:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"scores at {stamp} missing after {timeout_seconds:.0f}s")
+        time.sleep(0.2)
+
+
 @contextlib.contextmanager
 def replicas(workdir: Path, url: str, prefix: str, count: int, args: argparse.Namespace,
              step: float, history: float):
@@ -133,23 +144,18 @@ def run(url: str, workdir: Path, count: int, values: np.ndarray, args: argparse.
     import_series(url, prefix, values, end - step * (n_points - 1), step)
     started = time.monotonic()
     with replicas(workdir, url, prefix, count, args, step, history) as processes:
-        for _, metrics_url in processes:
-            while metric_totals(metrics_url).get("anomaly_sidecar_model_runs_total", 0) < 1:
-                time.sleep(0.5)
+        wait_scored(url, prefix, end, int(np.isfinite(values[:, -1]).sum()), 1800)
         cold = time.monotonic() - started
         before = [metric_totals(metrics_url) for _, metrics_url in processes]
         freshness = []
         rng = np.random.default_rng(1)
+        last = np.where(np.isfinite(values[:, -1:]), values[:, -1:], 50.0)
         stamp = end
         for _ in range(args.cycles):
             stamp = max(stamp + step, math.ceil(time.time() / step) * step)
             time.sleep(max(0.0, stamp - time.time()))
-            import_series(url, prefix, values[:, -1:] + rng.normal(0, 1, (n_series, 1)), stamp,
-                          step)
-            while scored_series(url, prefix, stamp) < n_series:
-                if time.time() - stamp > 10 * step:
-                    raise RuntimeError(f"scores at {stamp} missing after {10 * step:.0f}s")
-                time.sleep(0.2)
+            import_series(url, prefix, last + rng.normal(0, 1, (n_series, 1)), stamp, step)
+            wait_scored(url, prefix, stamp, n_series, 10 * step)
             freshness.append(time.time() - stamp)
         after = [metric_totals(metrics_url) for _, metrics_url in processes]
         memory = [resident_mib(process.pid) for process, _ in processes]
