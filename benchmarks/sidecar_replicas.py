@@ -95,10 +95,16 @@ def resident_mib(pid: int) -> float:
 
 
 def scored_series(url: str, prefix: str, stamp: float) -> int:
-    """How many series have a score at `stamp` (a sample in (stamp - 1s, stamp])."""
-    answer = requests.get(f"{url}/api/v1/query", timeout=30, params={
+    """How many series have a score at `stamp` (a sample in (stamp - 1s, stamp]); 0 while
+    VictoriaMetrics is too busy to answer."""
+    response = requests.get(f"{url}/api/v1/query", timeout=60, params={
         "query": f'count(count_over_time(anomaly_score{{set="{prefix}"}}[1s]))',
-        "time": f"{stamp:.3f}"}).json()["data"]["result"]
+        "time": f"{stamp:.3f}"})
+    if response.status_code != 200:
+        print(f"    VictoriaMetrics answered {response.status_code}: {response.text[:200]}",
+              flush=True)
+        return 0
+    answer = response.json()["data"]["result"]
     return int(float(answer[0]["value"][1])) if answer else 0
 
 

@@ -3,11 +3,10 @@ requests and with a real Prometheus scraping it."""
 
 from __future__ import annotations
 
-import bcrypt
 import pytest
 import requests
 
-from tests.exporter.tls import make_certificates
+from tests.exporter.tls import write_web_config
 from tests.sidecar.helpers import minimal_config, sidecar_process
 from tests.support.services import free_port, prometheus, query, wait_for
 
@@ -28,12 +27,7 @@ scrape_configs:
 
 
 def test_tls_and_basic_auth_come_from_the_exporters_web_config(tmp_path):
-    certificates = make_certificates(tmp_path / "certs")
-    password_hash = bcrypt.hashpw(b"scrape-secret", bcrypt.gensalt(rounds=4)).decode()
-    web_config = tmp_path / "web.yml"
-    web_config.write_text(f"tls_server_config:\n  cert_file: {certificates.server_cert}\n"
-                          f"  key_file: {certificates.server_key}\n"
-                          f"basic_auth_users:\n  prometheus: '{password_hash}'\n")
+    web_config, certificates = write_web_config(tmp_path, "prometheus", "scrape-secret")
     port = free_port()
     config = tmp_path / "sidecar.yml"
     # the backend is unreachable: the endpoint serves the self-metrics all the same

@@ -43,24 +43,14 @@ CYCLE_SECONDS = 0.25
 SERIES = 10
 JOB = JobLabels("s", "z", "q", "zscore", "band")
 
-SIDECAR_BODY = """\
-queries:
-  q:
-    expr: imported
-    step: 1s
-models:
-  z:
-    type: zscore
-    window: 20s
-    warm_up: 10s
-    quiet: 0
-    rearm: 0
-schedulers:
-  s:
-    fit_every: 1m
-    fit_window: 10m
-    infer_every: 1s
-"""
+
+
+def zscore_body(window: str = "20s", warm_up: str = "10s") -> str:
+    """Queries, models and schedulers: a band z-score on `imported` at a 1s step."""
+    return (f"queries:\n  q:\n    expr: imported\n    step: 1s\n"
+            f"models:\n  z:\n    type: zscore\n    window: {window}\n    warm_up: {warm_up}\n"
+            f"    quiet: 0\n    rearm: 0\n"
+            f"schedulers:\n  s:\n    fit_every: 1m\n    fit_window: 10m\n    infer_every: 1s\n")
 
 
 def source_data(names: list[str], start: float, end: float, seed: int = 0
@@ -77,7 +67,8 @@ def source_data(names: list[str], start: float, end: float, seed: int = 0
 
 
 def sidecar_config(path: Path, source_url: str, port: int, writer: str,
-                   template: str = "{name}", body: str = SIDECAR_BODY) -> Path:
+                   template: str = "{name}", body: str | None = None) -> Path:
+    body = zscore_body() if body is None else body
     path.write_text(f"reader:\n  url: {source_url}\n  timeout: 5s\n{body}"
                     f"server:\n  listen_address: 127.0.0.1:{port}\n"
                     f"  metric_name_template: '{template}'\n{writer}")

@@ -22,7 +22,12 @@ from tests.sidecar.helpers import (
     sidecar_process,
     total,
 )
-from tests.sidecar.test_remote_write import raw_samples, sidecar_config, source_data
+from tests.sidecar.test_remote_write import (
+    raw_samples,
+    sidecar_config,
+    source_data,
+    zscore_body,
+)
 from tests.support.services import (
     free_port,
     prometheus,
@@ -38,24 +43,7 @@ SERIES = [f"s{index:02d}" for index in range(24)]
 HISTORY_SECONDS = 45.0
 """What the test's model reads of a series at first sight: window 10s + warm_up 5s + the
 30 errors a series needs at a 1s step (Job.history_seconds)."""
-BODY = """\
-queries:
-  q:
-    expr: imported
-    step: 1s
-models:
-  z:
-    type: zscore
-    window: 10s
-    warm_up: 5s
-    quiet: 0
-    rearm: 0
-schedulers:
-  s:
-    fit_every: 1m
-    fit_window: 10m
-    infer_every: 1s
-"""
+BODY = zscore_body(window="10s", warm_up="5s")
 
 
 def test_every_series_has_one_shard_and_shards_are_balanced():
