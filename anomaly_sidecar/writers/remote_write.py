@@ -207,11 +207,12 @@ class RemoteWriter:
                 batch = self._take_batch()
             samples = sum(len(item.values) for item in batch)
             outcome = self._deliver(batch, samples)
-            with self._condition:
+            counter = {"sent": self.metrics.sent, "failed": self.metrics.failed,
+                       "dropped": self.metrics.dropped}[outcome]
+            with self._condition:  # counted before flushed() can say the batch is done
+                counter.inc(samples)
                 self._held -= samples
                 self.metrics.pending.set(self._held)
-            {"sent": self.metrics.sent, "failed": self.metrics.failed,
-             "dropped": self.metrics.dropped}[outcome].inc(samples)
 
     def _drop_everything(self) -> None:
         """At stop, with the backend unreachable: count what is queued as dropped (the lock is
