@@ -25,6 +25,7 @@ from anomaly_sidecar.models.base import (
     build_params,
     model_class,
 )
+from exporter.server import parse_listen_address
 from exporter.strict_input import (
     MAX_INTEGER,
     InputError,
@@ -58,8 +59,8 @@ class BasicAuth:
 
 
 @dataclass(frozen=True)
-class ReaderConfig:
-    """How to reach the Prometheus-compatible query API."""
+class HttpClientConfig:
+    """How to reach a backend over HTTP(S): the reader's and the remote writer's shared keys."""
 
     url: str
     timeout_seconds: float = 30.0
@@ -68,6 +69,12 @@ class ReaderConfig:
     headers: Mapping[str, str] = field(default_factory=dict)
     tls_ca_file: str | None = None
     tls_insecure_skip_verify: bool = False
+
+
+@dataclass(frozen=True)
+class ReaderConfig(HttpClientConfig):
+    """How to reach the Prometheus-compatible query API."""
+
     default_step_seconds: float = 60.0
     max_points_per_request: int = 10000
     max_retries: int = 3
@@ -108,15 +115,50 @@ class SchedulerConfig:
 
 
 @dataclass(frozen=True)
+class RemoteWriteConfig(HttpClientConfig):
+    """Prometheus remote write 1.0 (protobuf + snappy) of every scored point."""
+
+    batch_size: int = 10_000
+    """Samples per request at most."""
+    queue_size: int = 1_000_000
+    """Samples held while the backend is slow or down; beyond it new samples are dropped
+    (and counted)."""
+    min_backoff_seconds: float = 0.5
+    max_backoff_seconds: float = 30.0
+    max_sample_age_seconds: float = 600.0
+    """Points older than this at their inference are not sent: a new series' history and
+    the backfill after a long read outage would otherwise flood the backend (and Prometheus
+    refuses samples older than about an hour)."""
+
+
+@dataclass(frozen=True)
+class WriterConfig:
+    """Where outputs go: the pull endpoint (/metrics) and/or remote write."""
+
+    pull: bool = True
+    remote_write: RemoteWriteConfig | None = None
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    """This replica's share of the series: those whose label hash falls on `index` of
+    `count` (shard.py). The default, 0 of 1, is every series."""
+
+    index: int = 0
+    count: int = 1
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     listen_address: str = DEFAULT_LISTEN_ADDRESS
     metric_name_template: str = "{name}"
     """Output names are template.format(name=...), e.g. "anomaly_sidecar_{name}"."""
+    web_config_file: str | None = None
+    """TLS and basic auth of /metrics, in the exporter's --web.config.file format."""
 
     @property
     def host_port(self) -> tuple[str, int]:
-        host, _, port = self.listen_address.rpartition(":")
-        return host or "0.0.0.0", int(port)
+        return parse_listen_address(self.listen_address)
 
 
 @dataclass(frozen=True)
@@ -127,6 +169,8 @@ class SidecarConfig:
     models: dict[str, ModelConfig]
     schedulers: dict[str, SchedulerConfig]
     server: ServerConfig
+    writer: WriterConfig = field(default_factory=WriterConfig)
+    shard: ShardConfig = field(default_factory=ShardConfig)
 
 
 def load_config(path: str | Path) -> SidecarConfig:
@@ -138,7 +182,8 @@ def parse_config(raw: Any, source: str) -> SidecarConfig:
     """Validate an already-parsed YAML document (source names it in errors)."""
     checker = _Checker(source)
     root = checker.mapping(raw, "(root)")
-    checker.allowed_keys(root, "", ("reader", "queries", "models", "schedulers", "server"))
+    checker.allowed_keys(root, "", ("reader", "queries", "models", "schedulers", "server",
+                                    "writer", "shard"))
     reader = _parse_reader(checker, checker.required(root, "", "reader"))
     queries = {alias: _parse_query(checker, f"queries.{alias}", section, reader)
                for alias, section in checker.named_sections(root, "queries").items()}
@@ -147,7 +192,9 @@ def parse_config(raw: Any, source: str) -> SidecarConfig:
     schedulers = {alias: _parse_scheduler(checker, alias, section, models)
                   for alias, section in checker.named_sections(root, "schedulers").items()}
     server = _parse_server(checker, root.get("server"))
-    return SidecarConfig(source, reader, queries, models, schedulers, server)
+    return SidecarConfig(source, reader, queries, models, schedulers, server,
+                         _parse_writer(checker, root.get("writer")),
+                         _parse_shard(checker, root.get("shard")))
 
 
 def _check_param_numbers(checker: _Checker, prefix: str, value: Any) -> None:
@@ -165,54 +212,130 @@ def _check_param_numbers(checker: _Checker, prefix: str, value: Any) -> None:
                                    f"{shorten(repr(value), 40)}")
 
 
-def _parse_reader(checker: _Checker, raw: Any) -> ReaderConfig:
-    section = checker.mapping(raw, "reader")
-    checker.allowed_keys(section, "reader", (
-        "url", "timeout", "bearer_token_file", "basic_auth", "headers", "tls_ca_file",
-        "tls_insecure_skip_verify", "default_step", "max_points_per_request", "max_retries"))
-    url = checker.typed(section, "reader", "url", _string, required=True)
+_HTTP_CLIENT_KEYS = ("url", "timeout", "bearer_token_file", "basic_auth", "headers",
+                     "tls_ca_file", "tls_insecure_skip_verify")
+
+
+def _parse_http_client(checker: _Checker, section: dict, prefix: str) -> dict[str, Any]:
+    """The keys every HTTP client section shares (reader, writer.remote_write), as
+    HttpClientConfig's fields."""
+    url = checker.typed(section, prefix, "url", _string, required=True)
     if not url.startswith(("http://", "https://")):
-        raise checker.fail("reader.url", f"must start with http:// or https://, got {url!r}")
+        raise checker.fail(f"{prefix}.url", f"must start with http:// or https://, got {url!r}")
     basic_auth = None
     if section.get("basic_auth") is not None:
-        auth = checker.mapping(section["basic_auth"], "reader.basic_auth")
-        checker.allowed_keys(auth, "reader.basic_auth", ("username", "password", "password_file"))
-        username = checker.typed(auth, "reader.basic_auth", "username", _string, required=True)
-        password = checker.typed(auth, "reader.basic_auth", "password", str, "")
-        password_file = checker.typed(auth, "reader.basic_auth", "password_file", _existing_file)
+        where = f"{prefix}.basic_auth"
+        auth = checker.mapping(section["basic_auth"], where)
+        checker.allowed_keys(auth, where, ("username", "password", "password_file"))
+        username = checker.typed(auth, where, "username", _string, required=True)
+        password = checker.typed(auth, where, "password", str, "")
+        password_file = checker.typed(auth, where, "password_file", _existing_file)
         if password_file is not None:
             try:
                 password = read_text(password_file).strip()
             except InputError as error:
-                raise checker.fail("reader.basic_auth.password_file", error.reason) from None
+                raise checker.fail(f"{where}.password_file", error.reason) from None
         basic_auth = BasicAuth(username, password)
     headers = {}
     if section.get("headers") is not None:
-        headers = checker.mapping(section["headers"], "reader.headers")
+        headers = checker.mapping(section["headers"], f"{prefix}.headers")
         for name, value in headers.items():
             if not isinstance(name, str) or not isinstance(value, str):
-                raise checker.fail(f"reader.headers.{name}",
+                raise checker.fail(f"{prefix}.headers.{name}",
                                    "header names and values must be strings")
             if not _HEADER_NAME.match(name) or _CONTROL_CHARACTERS.search(value):
-                raise checker.fail(f"reader.headers.{name}",
+                raise checker.fail(f"{prefix}.headers.{name}",
                                    "not a valid HTTP header (a token name, and a value without "
                                    "CR, LF or other control characters)")
     if section.get("bearer_token_file") is not None and basic_auth is not None:
-        raise checker.fail("reader.bearer_token_file", "use either bearer_token_file or basic_auth")
+        raise checker.fail(f"{prefix}.bearer_token_file",
+                           "use either bearer_token_file or basic_auth")
+    return {
+        "url": url.rstrip("/"),
+        "timeout_seconds": checker.typed(section, prefix, "timeout", parse_duration, 30.0),
+        "bearer_token_file": checker.typed(section, prefix, "bearer_token_file",
+                                           _existing_file),
+        "basic_auth": basic_auth,
+        "headers": dict(headers),
+        "tls_ca_file": checker.typed(section, prefix, "tls_ca_file", _existing_file),
+        "tls_insecure_skip_verify": checker.typed(section, prefix, "tls_insecure_skip_verify",
+                                                  _bool, False),
+    }
+
+
+def _parse_reader(checker: _Checker, raw: Any) -> ReaderConfig:
+    section = checker.mapping(raw, "reader")
+    checker.allowed_keys(section, "reader", (*_HTTP_CLIENT_KEYS, "default_step",
+                                             "max_points_per_request", "max_retries"))
     return ReaderConfig(
-        url=url.rstrip("/"),
-        timeout_seconds=checker.typed(section, "reader", "timeout", parse_duration, 30.0),
-        bearer_token_file=checker.typed(section, "reader", "bearer_token_file", _existing_file),
-        basic_auth=basic_auth,
-        headers=dict(headers),
-        tls_ca_file=checker.typed(section, "reader", "tls_ca_file", _existing_file),
-        tls_insecure_skip_verify=checker.typed(section, "reader", "tls_insecure_skip_verify",
-                                               _bool, False),
+        **_parse_http_client(checker, section, "reader"),
         default_step_seconds=checker.typed(section, "reader", "default_step", parse_duration, 60.0),
         max_points_per_request=checker.typed(section, "reader", "max_points_per_request",
                                              _count(2), 10000),
         max_retries=checker.typed(section, "reader", "max_retries", _count(0), 3),
     )
+
+
+def _parse_writer(checker: _Checker, raw: Any) -> WriterConfig:
+    """`writer:` in vmanomaly's style, one subsection per writer: `pull` (the /metrics
+    endpoint; on when the section is absent) and `remote_write`."""
+    if raw is None:
+        return WriterConfig()
+    section = checker.mapping(raw, "writer")
+    checker.allowed_keys(section, "writer", ("pull", "remote_write"))
+    pull = "pull" in section
+    if pull and section["pull"] is not None:
+        checker.allowed_keys(checker.mapping(section["pull"], "writer.pull"), "writer.pull", ())
+    remote_write = None
+    if "remote_write" in section:
+        prefix = "writer.remote_write"
+        remote = checker.mapping(section["remote_write"], prefix)
+        checker.allowed_keys(remote, prefix, (*_HTTP_CLIENT_KEYS, "batch_size", "queue_size",
+                                              "min_backoff", "max_backoff", "max_sample_age"))
+        defaults = RemoteWriteConfig(url="")
+        remote_write = RemoteWriteConfig(
+            **_parse_http_client(checker, remote, prefix),
+            batch_size=checker.typed(remote, prefix, "batch_size", _count(1),
+                                     defaults.batch_size),
+            queue_size=checker.typed(remote, prefix, "queue_size", _count(1),
+                                     defaults.queue_size),
+            min_backoff_seconds=checker.typed(remote, prefix, "min_backoff", parse_duration,
+                                              defaults.min_backoff_seconds),
+            max_backoff_seconds=checker.typed(remote, prefix, "max_backoff", parse_duration,
+                                              defaults.max_backoff_seconds),
+            max_sample_age_seconds=checker.typed(remote, prefix, "max_sample_age",
+                                                 parse_duration,
+                                                 defaults.max_sample_age_seconds),
+        )
+        if remote_write.queue_size < remote_write.batch_size:
+            raise checker.fail(f"{prefix}.queue_size", f"must be >= batch_size "
+                                                       f"({remote_write.batch_size})")
+        if remote_write.max_backoff_seconds < remote_write.min_backoff_seconds:
+            raise checker.fail(f"{prefix}.max_backoff", "must be >= min_backoff")
+    if not pull and remote_write is None:
+        raise checker.fail("writer", "names no writer: add pull, remote_write or both")
+    return WriterConfig(pull=pull, remote_write=remote_write)
+
+
+def check_shard(index: int, count: int) -> None:
+    """ValueError unless 0 <= index < count (the flags and the config key share the rule)."""
+    if not 0 <= index < count:
+        raise ValueError(f"the shard index must be from 0 to shard count - 1 ({count - 1}), "
+                         f"got {index}")
+
+
+def _parse_shard(checker: _Checker, raw: Any) -> ShardConfig:
+    if raw is None:
+        return ShardConfig()
+    section = checker.mapping(raw, "shard")
+    checker.allowed_keys(section, "shard", ("index", "count"))
+    count = checker.typed(section, "shard", "count", _count(1), required=True)
+    index = checker.typed(section, "shard", "index", _count(0), required=True)
+    try:
+        check_shard(index, count)
+    except ValueError as error:
+        raise checker.fail("shard.index", str(error)) from None
+    return ShardConfig(index, count)
 
 
 def _parse_query(checker: _Checker, prefix: str, section: dict,
@@ -311,7 +434,8 @@ def _parse_server(checker: _Checker, raw: Any) -> ServerConfig:
     if raw is None:
         return ServerConfig()
     section = checker.mapping(raw, "server")
-    checker.allowed_keys(section, "server", ("listen_address", "metric_name_template"))
+    checker.allowed_keys(section, "server", ("listen_address", "metric_name_template",
+                                             "web_config_file"))
     listen_address = checker.typed(section, "server", "listen_address", _string,
                                    DEFAULT_LISTEN_ADDRESS)
     _, colon, port = listen_address.rpartition(":")
@@ -324,7 +448,8 @@ def _parse_server(checker: _Checker, raw: Any) -> ServerConfig:
         raise checker.fail("server.metric_name_template",
                            f"must contain {{name}} (and no other field, format or conversion) "
                            f"and form a valid metric name, got {shorten(repr(template), 80)}")
-    return ServerConfig(listen_address, template)
+    return ServerConfig(listen_address, template,
+                        checker.typed(section, "server", "web_config_file", _existing_file))
 
 
 def _plain_name_template(template: str) -> bool:

@@ -16,7 +16,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +23,7 @@ import orjson
 import requests
 
 from anomaly_sidecar.config import ReaderConfig
+from anomaly_sidecar.http_client import auth_headers, new_session
 from anomaly_sidecar.models.base import SeriesBatch, SeriesKey
 from exporter.strict_input import shorten
 
@@ -76,21 +76,7 @@ class PromReader:
                  on_request: Callable[[float, bool], None] | None = None) -> None:
         self.config = config
         self.on_request = on_request
-        self.session = requests.Session()
-        self.session.headers.update(config.headers)
-        if config.basic_auth is not None:
-            self.session.auth = (config.basic_auth.username, config.basic_auth.password)
-        if config.tls_insecure_skip_verify:
-            self.session.verify = False
-        elif config.tls_ca_file:
-            self.session.verify = config.tls_ca_file
-
-    def _auth_headers(self) -> dict[str, str]:
-        """Read the token file per request, so a rotated token is picked up without restart."""
-        if not self.config.bearer_token_file:
-            return {}
-        token = Path(self.config.bearer_token_file).read_text().strip()
-        return {"Authorization": f"Bearer {token}"}
+        self.session = new_session(config)
 
     def _get(self, path: str, params: dict[str, str],
              parse: Callable[[dict], Any] = lambda data: data) -> Any:
@@ -136,7 +122,7 @@ class PromReader:
         would otherwise hold a scheduler for as long as it likes."""
         deadline = started + self.config.timeout_seconds
         with self.session.get(self.config.url + path, params=params,
-                              headers=self._auth_headers(),
+                              headers=auth_headers(self.config),
                               timeout=self.config.timeout_seconds, stream=True) as response:
             chunks = []
             while chunk := response.raw.read1(1 << 16, decode_content=True):

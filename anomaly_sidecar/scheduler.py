@@ -19,7 +19,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,8 @@ from anomaly_sidecar.detector import MIN_ERRORS, Detector, Scored, build_detecto
 from anomaly_sidecar.durations import span_seconds
 from anomaly_sidecar.models.base import SeriesBatch, SeriesKey, model_class
 from anomaly_sidecar.reader import PromReader
-from anomaly_sidecar.writer import JobLabels, OutputCollector, SelfMetrics
+from anomaly_sidecar.self_metrics import SelfMetrics
+from anomaly_sidecar.writers.base import JobLabels, Publication, Writer
 
 log = logging.getLogger(__name__)
 
@@ -122,12 +123,12 @@ class SchedulerRunner:
     """The fit and inference loops of one scheduler."""
 
     def __init__(self, config: SchedulerConfig, jobs: list[Job], reader: PromReader,
-                 outputs: OutputCollector, metrics: SelfMetrics,
+                 writers: Sequence[Writer], metrics: SelfMetrics,
                  clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.jobs = jobs
         self.reader = reader
-        self.outputs = outputs
+        self.writers = writers
         self.metrics = metrics
         self.clock = clock
         self._stopping = threading.Event()
@@ -268,6 +269,8 @@ class SchedulerRunner:
                     known = np.array([job.detector.knows(key) for key in block.keys])
                     scored = job.detector.update(block)
                 self._publish(job, block, scored, now, known)
+            self.metrics.series.labels(job.labels.query_alias, job.labels.model_alias,
+                                       self.config.alias).set(len(job.detector.keys))
         except Exception as error:  # keep serving the last scores
             self.metrics.run_errors.labels(*labels).inc()
             log.error("inference of %s failed: %s", job.labels, error)
@@ -366,11 +369,10 @@ class SchedulerRunner:
         outputs = {"y": at_newest(batch.values), "yhat": at_newest(scored.yhat),
                    "yhat_lower": at_newest(scored.yhat_lower),
                    "yhat_upper": at_newest(scored.yhat_upper), "anomaly_score": score}
-        published = self.outputs.update(
-            job.labels, [batch.keys[row] for row in rows], outputs, np.isfinite(score), now,
-            self.config.fit_window_seconds)
-        self.metrics.series.labels(job.labels.query_alias, job.labels.model_alias,
-                                   self.config.alias).set(published)
+        publication = Publication(job.labels, now, self.config.fit_window_seconds, batch, scored,
+                                  [batch.keys[row] for row in rows], outputs)
+        for writer in self.writers:
+            writer.publish(publication)
 
 
 def _highest(scores: np.ndarray) -> np.ndarray:

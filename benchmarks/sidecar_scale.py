@@ -47,7 +47,8 @@ from anomaly_sidecar.models._arima_batched import estimate as estimate_batched  
 from anomaly_sidecar.models.arima import ArimaParams, statsmodels_coefficients  # noqa: E402
 from anomaly_sidecar.reader import PromReader  # noqa: E402
 from anomaly_sidecar.scheduler import Job, SchedulerRunner  # noqa: E402
-from anomaly_sidecar.writer import OutputCollector, SelfMetrics  # noqa: E402
+from anomaly_sidecar.self_metrics import SelfMetrics  # noqa: E402
+from anomaly_sidecar.writers.pull import OutputCollector  # noqa: E402
 from tests.support.services import victoria_metrics  # noqa: E402
 
 STEP_SECONDS = 60
@@ -73,9 +74,10 @@ def synthetic_values(n_series: int, n_points: int, seed: int = 0) -> np.ndarray:
     return np.round(values, 3)
 
 
-def import_series(url: str, prefix: str, values: np.ndarray, first_stamp: float) -> None:
+def import_series(url: str, prefix: str, values: np.ndarray, first_stamp: float,
+                  step_seconds: float = STEP_SECONDS) -> None:
     """Bulk-load columns starting at first_stamp into VictoriaMetrics (/api/v1/import)."""
-    stamps_ms = [int((first_stamp + STEP_SECONDS * i) * 1000) for i in range(values.shape[1])]
+    stamps_ms = [int((first_stamp + step_seconds * i) * 1000) for i in range(values.shape[1])]
     for start in range(0, values.shape[0], IMPORT_BATCH):
         lines = []
         for row in range(start, min(start + IMPORT_BATCH, values.shape[0])):
@@ -127,7 +129,7 @@ def run_model(url: str, prefix: str, alias: str, history: str, values: np.ndarra
     outputs = RecordingOutputs()
     now = [end + 1]
     reader = PromReader(config.reader, on_request=metrics.record_request)
-    runner = SchedulerRunner(config.schedulers["s"], [], reader, outputs, metrics,
+    runner = SchedulerRunner(config.schedulers["s"], [], reader, [outputs], metrics,
                              clock=lambda: now[0])
     job = Job(config.schedulers["s"], config.models[alias], "q", config.queries["q"], None)
     rss_before = resident_bytes()

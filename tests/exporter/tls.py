@@ -63,3 +63,17 @@ def make_certificates(directory: Path) -> Certificates:
     client_cert, client_key_path = _write(directory, "client", client_key,
                                           _issue("scraper", client_key, ca_name, ca_key, False))
     return Certificates(ca_file, server_cert, server_key_path, client_cert, client_key_path)
+
+
+def write_web_config(directory: Path, username: str, password: str) -> tuple[Path, Certificates]:
+    """A web config (exporter-toolkit format) with TLS from fresh certificates and one basic
+    auth user (bcrypt at the lowest cost, to keep tests fast)."""
+    import bcrypt
+
+    certificates = make_certificates(directory / "certs")
+    password_hash = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+    web_config = directory / "web.yml"
+    web_config.write_text(f"tls_server_config:\n  cert_file: {certificates.server_cert}\n"
+                          f"  key_file: {certificates.server_key}\n"
+                          f"basic_auth_users:\n  {username}: '{password_hash}'\n")
+    return web_config, certificates

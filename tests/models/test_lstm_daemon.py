@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from anomaly_sidecar.config import parse_config
+from anomaly_sidecar.daemon import Sidecar
 from anomaly_sidecar.models.lstm import LstmModel
-from anomaly_sidecar.server import Sidecar
 from tests.sidecar.helpers import samples, total
 from tests.support.services import free_port, prometheus, scrape_config, wait_for
 from tests.support.target import controllable_target

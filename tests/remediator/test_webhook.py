@@ -9,7 +9,6 @@ import http.client
 import json
 import shutil
 
-import bcrypt
 import pytest
 import requests
 
@@ -19,7 +18,7 @@ from remediator.dispatcher import AuditUnavailable, Dispatcher
 from remediator.limits import Reservation, SafetyLimits
 from remediator.metrics import RemediatorMetrics
 from remediator.payload import parse_notification
-from tests.exporter.tls import make_certificates
+from tests.exporter.tls import write_web_config
 from tests.support.remediator import (
     RECORD_SCRIPT,
     alert,
@@ -166,12 +165,7 @@ def test_a_firing_that_acted_does_not_act_again_after_a_restart(tmp_path):
 
 
 def test_tls_and_basic_auth_come_from_the_exporters_web_config(tmp_path):
-    certificates = make_certificates(tmp_path / "certs")
-    password_hash = bcrypt.hashpw(b"scrape-secret", bcrypt.gensalt(rounds=4)).decode()
-    web_config = tmp_path / "web.yml"
-    web_config.write_text(f"tls_server_config:\n  cert_file: {certificates.server_cert}\n"
-                          f"  key_file: {certificates.server_key}\n"
-                          f"basic_auth_users:\n  prometheus: '{password_hash}'\n")
+    web_config, certificates = write_web_config(tmp_path, "prometheus", "scrape-secret")
     script = write_script(tmp_path, "record", RECORD_SCRIPT)
     config = record_config(script, tmp_path / "record.out")
     config["server"]["web_config_file"] = str(web_config)

@@ -5,17 +5,23 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import cramjam
+import numpy as np
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from anomaly_sidecar.writers import prompb
+from anomaly_sidecar.writers.remote_write import HEADERS as REMOTE_WRITE_HEADERS
 from tests.support.services import (
     RunningService,
     free_port,
@@ -54,6 +60,19 @@ def minimal_config(backend_url: str, listen_port: int) -> str:
             .replace("127.0.0.1:10101", f"127.0.0.1:{listen_port}"))
 
 
+def remote_write(url: str, series: dict[str, list[tuple[float, float]]],
+                 metric: str = "imported") -> None:
+    """Store samples (past or future) in a Prometheus through its remote write receiver, with
+    the sidecar's own encoder: each series gets labels {__name__: metric, series: name}."""
+    body = prompb.encode_write_request(
+        (prompb.encode_labels({"__name__": metric, "series": name}),
+         prompb.encode_samples(np.array([value for _, value in points]),
+                               np.array([round(stamp * 1000) for stamp, _ in points])))
+        for name, points in series.items())
+    requests.post(f"{url}/api/v1/write", data=cramjam.snappy.compress_raw(body).read(),
+                  headers=REMOTE_WRITE_HEADERS, timeout=30).raise_for_status()
+
+
 def samples(metrics_url: str, name: str, **labels: str) -> list[tuple[dict[str, str], float]]:
     """(labels, value) of every sample called name on a /metrics page matching labels."""
     text = requests.get(metrics_url, timeout=5).text
@@ -74,10 +93,11 @@ class SidecarProcess:
     process: subprocess.Popen
     port: int
     log_path: Path
+    scheme: str = "http"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/metrics"
+        return f"{self.scheme}://127.0.0.1:{self.port}/metrics"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -101,20 +121,24 @@ def scraping_backend(kind: str, workdir: Path, jobs: dict[str, str]) -> Iterator
 
 @contextlib.contextmanager
 def sidecar_process(config_path: Path, port: int, state_dir: Path | None = None,
-                    wait_ready: bool = True) -> Iterator[SidecarProcess]:
-    """`anomaly-sidecar run` as a real subprocess; its output is kept beside the config."""
+                    wait_ready: bool = True, args: Sequence[str] = (),
+                    env: dict[str, str] | None = None, scheme: str = "http",
+                    **ready_kwargs: Any) -> Iterator[SidecarProcess]:
+    """`anomaly-sidecar run [args]` as a real subprocess; its output is kept beside the config.
+    ready_kwargs (verify, auth) go to the readiness request."""
     command = [sys.executable, "-c", "from anomaly_sidecar.cli import main; main()", "run",
-               "--config", str(config_path)]
+               "--config", str(config_path), *args]
     if state_dir is not None:
         command += ["--state-dir", str(state_dir)]
     log_path = config_path.with_suffix(f".{time.monotonic_ns()}.log")
     with log_path.open("wb") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
-    sidecar = SidecarProcess(process, port, log_path)
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
+                                   env=None if env is None else {**os.environ, **env})
+    sidecar = SidecarProcess(process, port, log_path, scheme)
     try:
         if wait_ready:
             try:
-                wait_http_ok(sidecar.metrics_url, 60, process)
+                wait_http_ok(sidecar.metrics_url, 60, process, **ready_kwargs)
             except (RuntimeError, TimeoutError) as error:
                 raise RuntimeError(f"sidecar did not start: {error}\n{sidecar.log()}") from error
         yield sidecar
@@ -122,11 +146,16 @@ def sidecar_process(config_path: Path, port: int, state_dir: Path | None = None,
         stop_process(process)
 
 
+FORWARDED_POST_HEADERS = ("authorization", "content-encoding", "content-type",
+                          "x-prometheus-remote-write-version")
+
+
 class FaultProxy:
     """Forwards GET requests to a real backend, or fails them on demand: mode "ok", "error"
     (HTTP 503), "down" (connection closed without answer), "slow" (answers after delay),
     "body" (answers 200 with `body`, as a broken backend or a proxy's error page would) or
-    "trickle" (forwards the answer one byte a second)."""
+    "trickle" (forwards the answer one byte a second). POST requests (remote write) are
+    forwarded in mode "ok" and fail as in "error" or "down" otherwise."""
 
     def __init__(self, upstream: str, slow_seconds: float = 3.0) -> None:
         self.upstream = upstream
@@ -177,6 +206,25 @@ class FaultProxy:
                         self.wfile.flush()
                         time.sleep(1.0)
                     return
+                self.wfile.write(answer.content)
+
+            def do_POST(self) -> None:
+                proxy.requests_seen += 1
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if proxy.mode == "down":
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                if proxy.mode != "ok":
+                    self.send_error(503, "injected outage")
+                    return
+                forwarded = {name: value for name, value in self.headers.items()
+                             if name.lower() in FORWARDED_POST_HEADERS}
+                answer = requests.post(proxy.upstream + self.path, data=body,
+                                       headers=forwarded, timeout=30)
+                self.send_response(answer.status_code)
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
                 self.wfile.write(answer.content)
 
             def log_message(self, *args: object) -> None:

@@ -3,6 +3,7 @@ naming file, key path and reason, and exit status 2."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -69,6 +70,26 @@ def test_minimal_config_from_the_issue_is_valid(tmp_path):
                  "schedulers.main.models: model 'cpu_arima' is not defined", id="missing-model"),
     pytest.param(("    type: zscore\n", "    type: prophet\n"),
                  "models.cpu_zscore.type: unknown model type 'prophet'", id="unknown-type"),
+    pytest.param(("server:\n", "writer:\n  remote_writ: {}\nserver:\n"),
+                 "writer.remote_writ: unknown key (allowed: pull, remote_write)",
+                 id="unknown-writer"),
+    pytest.param(("server:\n", "writer: {}\nserver:\n"),
+                 "writer: names no writer: add pull, remote_write or both", id="no-writer"),
+    pytest.param(("server:\n", "writer:\n  remote_write:\n    timeout: 5s\nserver:\n"),
+                 "writer.remote_write.url: is required", id="remote-write-without-url"),
+    pytest.param(("server:\n", "writer:\n  remote_write:\n    url: http://vm:8428/api/v1/write\n"
+                                "    batch_size: 100\n    queue_size: 10\nserver:\n"),
+                 "writer.remote_write.queue_size: must be >= batch_size (100)",
+                 id="queue-below-batch"),
+    pytest.param(("server:\n", "writer:\n  remote_write:\n    url: vm:8428\nserver:\n"),
+                 "writer.remote_write.url: must start with http:// or https://, got 'vm:8428'",
+                 id="remote-write-url-scheme"),
+    pytest.param(("server:\n", "shard:\n  index: 3\n  count: 3\nserver:\n"),
+                 "shard.index: the shard index must be from 0 to shard count - 1 (2), got 3",
+                 id="shard-index-beyond-count"),
+    pytest.param(("server:\n", "server:\n  web_config_file: /nonexistent/web.yml\n"),
+                 "server.web_config_file: file '/nonexistent/web.yml' does not exist",
+                 id="missing-web-config"),
 ])
 def test_check_config_rejects(tmp_path, edit, message):
     old, new = edit
@@ -126,3 +147,37 @@ def test_a_window_means_its_duration_up_to_five_minute_steps_and_its_points_beyo
     assert parse_window("0") == 0 and parse_window("2h") == 7200
     with pytest.raises(ValueError, match="ambiguous"):
         parse_window(60)
+
+
+def test_the_web_config_is_checked_with_the_config(tmp_path):
+    """A web config the exporter would refuse stops check-config and run alike (exit 2),
+    naming the sidecar config's key and the web config's own file and key."""
+    web_config = tmp_path / "web.yml"
+    web_config.write_text("basic_auth_users:\n  prometheus: not-a-hash\n")
+    path = tmp_path / "sidecar.yml"
+    path.write_text(MINIMAL_CONFIG.replace(
+        "server:\n", f"server:\n  web_config_file: {web_config}\n"))
+    result = check_config(path)
+    assert result.returncode == 2
+    assert (f"{path}: server.web_config_file: {web_config}: basic_auth_users.prometheus: "
+            f"not a bcrypt hash") in result.stderr
+
+
+@pytest.mark.parametrize(("args", "env", "message"), [
+    (["--shard-index", "3", "--shard-count", "3"], {},
+     "--shard-index/--shard-count: the shard index must be from 0 to shard count - 1 (2), "
+     "got 3"),
+    ([], {"ANOMALY_SIDECAR_SHARD_INDEX": "1"},
+     "the shard index must be from 0 to shard count - 1 (0), got 1"),
+    (["--shard-count", "0"], {}, "Invalid value for '--shard-count'"),
+])
+def test_shard_flags_and_variables_are_checked_before_anything_runs(tmp_path, args, env,
+                                                                    message):
+    path = tmp_path / "sidecar.yml"
+    path.write_text(MINIMAL_CONFIG)
+    result = subprocess.run(
+        [sys.executable, "-c", "from anomaly_sidecar.cli import main; main()", "run",
+         "--config", str(path), *args], capture_output=True, text=True, timeout=60,
+        env={**os.environ, **env})
+    assert result.returncode == 2
+    assert message in result.stderr

@@ -16,6 +16,23 @@ from tests.sidecar.helpers import MINIMAL_CONFIG
 from tests.support.fuzzing import FUZZ, json_values, load_file, raw_bytes, scalars
 
 BASE = yaml.safe_load(MINIMAL_CONFIG)
+SCALE_OUT_SECTIONS = """\
+writer:
+  pull: {}
+  remote_write:
+    url: http://127.0.0.1:8428/api/v1/write
+    batch_size: 1000
+    queue_size: 100000
+    min_backoff: 100ms
+    max_backoff: 10s
+    max_sample_age: 10m
+    headers:
+      X-Scope-OrgID: tenant
+shard:
+  index: 1
+  count: 3
+"""
+"""The writer and shard sections, so mutations reach their keys too."""
 SAFE_TYPES = ["zscore", "mad", "arima", "likelihood", "_rolling", "base", "nope", "lstm.x"]
 
 
@@ -30,9 +47,10 @@ def paths(document: object, prefix: tuple = ()) -> list[tuple]:
 
 @st.composite
 def mutated_configs(draw) -> bytes:
-    """The README's minimal config with a few values replaced by arbitrary ones (TensorFlow's
-    lstm type is left out: importing it would take the time bound)."""
-    document = yaml.safe_load(MINIMAL_CONFIG)
+    """The README's minimal config (with or without the writer and shard sections) with a few
+    values replaced by arbitrary ones (TensorFlow's lstm type is left out: importing it would
+    take the time bound)."""
+    document = yaml.safe_load(MINIMAL_CONFIG + draw(st.sampled_from(["", SCALE_OUT_SECTIONS])))
     for _ in range(draw(st.integers(1, 3))):
         path = draw(st.sampled_from(paths(document)))
         target = document

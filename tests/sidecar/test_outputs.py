@@ -14,7 +14,9 @@ from anomaly_sidecar.models.arima import ArimaModel, ArimaParams
 from anomaly_sidecar.models.base import SeriesBatch
 from anomaly_sidecar.reader import PromReader
 from anomaly_sidecar.scheduler import Job, SchedulerRunner
-from anomaly_sidecar.writer import JobLabels, OutputCollector, SelfMetrics
+from anomaly_sidecar.self_metrics import SelfMetrics
+from anomaly_sidecar.writers.base import JobLabels
+from anomaly_sidecar.writers.pull import OutputCollector
 from tests.support.services import require_binary
 
 JOB = JobLabels("main", "cpu_zscore", "cpu", "zscore", "band")
@@ -27,9 +29,12 @@ def outputs_for(score: list[float], y: list[float] | None = None) -> dict[str, n
             "yhat_upper": np.full(len(score), 5.0), "anomaly_score": np.array(score)}
 
 
-def exposition(collector: OutputCollector) -> str:
+def exposition(collector: OutputCollector, metrics: SelfMetrics | None = None) -> str:
     registry = CollectorRegistry()
-    SelfMetrics(registry)
+    if metrics is None:
+        SelfMetrics(registry)
+    else:
+        registry.register(metrics.model_info)
     registry.register(collector)
     return generate_latest(registry).decode()
 
@@ -67,19 +72,18 @@ def test_model_info_says_which_models_publish_point_alarms():
         "schedulers": {"main": {"fit_every": "1h", "fit_window": "1d", "infer_every": "1m"}},
     }, "inline")
     collector = OutputCollector()
-    for alias in ("cpu_composite", "cpu_mad"):
-        job = Job(config.schedulers["main"], config.models[alias], "cpu", config.queries["cpu"],
-                  None)
-        collector.update(job.labels, KEYS, outputs_for([0.0, 0.0]), np.array([True, True]),
-                         100.0, 3600)
-    info = parsed(exposition(collector))["anomaly_sidecar_model_info"]
+    metrics = SelfMetrics(CollectorRegistry())
+    metrics.model_info.set_jobs({
+        Job(config.schedulers["main"], config.models[alias], "cpu", config.queries["cpu"],
+            None).labels for alias in ("cpu_composite", "cpu_mad")})
+    info = parsed(exposition(collector, metrics))["anomaly_sidecar_model_info"]
     assert sorted(info, key=lambda sample: sample[0]["model_alias"]) == [
         ({"for": "cpu", "model_alias": "cpu_composite", "scheduler_alias": "main",
           "type": "composite", "score_kind": "alarm"}, 1.0),
         ({"for": "cpu", "model_alias": "cpu_mad", "scheduler_alias": "main",
           "type": "mad", "score_kind": "band"}, 1.0)]
-    collector.forget_jobs_except(set())
-    assert "anomaly_sidecar_model_info" not in parsed(exposition(collector))
+    metrics.model_info.set_jobs(set())
+    assert "anomaly_sidecar_model_info" not in parsed(exposition(collector, metrics))
 
 
 def test_logs_name_a_job_by_its_aliases():
@@ -125,7 +129,7 @@ def runner_and_job(infer_every: str = "10s") -> tuple[SchedulerRunner, Job]:
     metrics = SelfMetrics(CollectorRegistry())
     job = Job(config.schedulers["s"], config.models["a"], "q", config.queries["q"], None)
     runner = SchedulerRunner(config.schedulers["s"], [job], PromReader(config.reader),
-                             OutputCollector(), metrics)
+                             [OutputCollector()], metrics)
     return runner, job
 
 

@@ -60,9 +60,10 @@ def test_reader_reads_back_scraped_values(tmp_path, backend):
             assert empty.values.shape == (0, len(empty.timestamps))
 
 
-def import_lines(url: str, series: dict[str, list[tuple[float, float]]]) -> None:
+def import_lines(url: str, series: dict[str, list[tuple[float, float]]],
+                 metric: str = "imported") -> None:
     """Bulk-load samples into VictoriaMetrics via its JSON-lines import endpoint."""
-    lines = [json.dumps({"metric": {"__name__": "imported", "series": name},
+    lines = [json.dumps({"metric": {"__name__": metric, "series": name},
                          "values": [value for _, value in points],
                          "timestamps": [int(stamp * 1000) for stamp, _ in points]})
              for name, points in series.items()]

@@ -14,7 +14,8 @@ from prometheus_client import CollectorRegistry
 from anomaly_sidecar.config import parse_config
 from anomaly_sidecar.reader import PromReader
 from anomaly_sidecar.scheduler import Job, SchedulerRunner
-from anomaly_sidecar.writer import OutputCollector, SelfMetrics
+from anomaly_sidecar.self_metrics import SelfMetrics
+from anomaly_sidecar.writers.pull import OutputCollector
 from tests.sidecar.test_reader import import_lines
 from tests.support.services import victoria_metrics, wait_for
 
@@ -47,7 +48,8 @@ def test_direction_min_dev_and_warm_up_shape_the_scores(tmp_path):
         }, "inline")
         outputs = OutputCollector()
         runner = SchedulerRunner(config.schedulers["s"], [], PromReader(config.reader),
-                                 outputs, SelfMetrics(CollectorRegistry()), clock=lambda: end + 1)
+                                 [outputs], SelfMetrics(CollectorRegistry()),
+                                 clock=lambda: end + 1)
         reader = runner.reader
         wait_for(lambda: reader.query_range("imported", end - 600, end, step).keys, 20)
         for alias in MODELS:
@@ -95,7 +97,7 @@ def test_a_point_alarm_between_two_inferences_is_published(tmp_path):
         now = [end - 3 * step + 1]
         outputs = OutputCollector()
         runner = SchedulerRunner(config.schedulers["s"], [], PromReader(config.reader),
-                                 outputs, SelfMetrics(CollectorRegistry()), clock=lambda: now[0])
+                                 [outputs], SelfMetrics(CollectorRegistry()), clock=lambda: now[0])
         wait_for(lambda: runner.reader.query_range("imported", end - 600, end, step).keys, 20)
         followed, fresh = (Job(config.schedulers["s"], config.models[alias], "q",
                                config.queries["q"], None) for alias in ("followed", "fresh"))
@@ -136,7 +138,7 @@ def test_after_a_gap_only_alarms_within_alarm_catch_up_are_published(tmp_path):
         published = {}
         for alias, scheduler in config.schedulers.items():
             outputs = OutputCollector()
-            runner = SchedulerRunner(scheduler, [], PromReader(config.reader), outputs,
+            runner = SchedulerRunner(scheduler, [], PromReader(config.reader), [outputs],
                                      SelfMetrics(CollectorRegistry()), clock=lambda: now[0])
             wait_for(lambda runner=runner: runner.reader.query_range(
                 "imported", end - 600, end, step).keys, 20)
@@ -179,7 +181,7 @@ def test_two_missing_points_do_not_unpublish_a_series(tmp_path, model):
         }, "inline")
         now = [end - 15 * step + 1]
         outputs = OutputCollector()
-        runner = SchedulerRunner(config.schedulers["s"], [], PromReader(config.reader), outputs,
+        runner = SchedulerRunner(config.schedulers["s"], [], PromReader(config.reader), [outputs],
                                  SelfMetrics(CollectorRegistry()), clock=lambda: now[0])
         wait_for(lambda: runner.reader.query_range("imported", end - 600, end, step).keys, 20)
         batch = runner.reader.query_range("imported", end - 900, end, step)
