@@ -10,10 +10,10 @@ import pytest
 import requests
 import yaml
 
+from scripts.slack_catcher import slack_catcher, slack_texts, slack_titles
 from scripts.stack_config import alertmanager_config
 from tests.alerting.shipped import ALERTMANAGER_CONFIG
 from tests.support.services import alertmanager, require_binary, wait_for
-from tests.support.slack_catcher import slack_catcher, slack_texts, slack_titles
 
 
 def amtool(*args: str, cwd=None) -> subprocess.CompletedProcess:

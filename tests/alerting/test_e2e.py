@@ -9,10 +9,10 @@ import re
 import pytest
 import requests
 
+from scripts.slack_catcher import CaughtRequest, slack_catcher, slack_texts, slack_titles
 from tests.alerting.shipped import all_rules, dashboard_queries, dashboards
 from tests.support.anomaly_stack import QUERY_ALIAS, anomaly_stack
 from tests.support.services import wait_for
-from tests.support.slack_catcher import CaughtRequest, slack_catcher, slack_texts, slack_titles
 
 # Slack payloads take ~5-10 s here; the bound leaves room for a loaded 2-core CI machine.
 DELIVERY_TIMEOUT = 60
