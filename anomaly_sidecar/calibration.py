@@ -118,9 +118,11 @@ def score(state: dict[str, np.ndarray], settings: CalibrationSettings, time: flo
     observed = state["observed"][rows]
     young = ((observed < YOUNG_ERRORS) & (observed >= settings.min_errors)
              & (time - state["first_time"][rows] >= settings.warm_up_seconds))
-    # young series refresh every twelfth of the interval (every 5 minutes for an hour)
+    # young series refresh every twelfth of the interval (every 5 minutes for an hour). An
+    # older refresh counts half a young bucket earlier, so that a series turning young in the
+    # first twelfth of an interval is refreshed at once, not unscored until the next twelfth.
     bucket = np.where(young, math.floor(time * YOUNG_REFRESHES / refresh_seconds),
-                      math.floor(time / refresh_seconds) * YOUNG_REFRESHES)
+                      math.floor(time / refresh_seconds) * YOUNG_REFRESHES - 0.5)
     due = np.flatnonzero(state["refreshed_bucket"][rows] < bucket)
     stale = rows[due]
     if stale.size:
