@@ -171,7 +171,7 @@ def print_first_scores(stack: Stack) -> None:
     by_model: dict[str, list] = {}
     for first in first_scores(config):
         by_model.setdefault(first.model_alias, []).append(first)
-    print(f"sidecar models score a series this long after its first sample "
+    print(f"sidecar models score a new series within this long of its first sample "
           f"(from {stack.options.sidecar_config}):", flush=True)
     for model_alias, firsts in by_model.items():
         slowest = max(firsts, key=lambda first: first.seconds)
@@ -179,7 +179,7 @@ def print_first_scores(stack: Stack) -> None:
         fit = (f", a first fit tried every {format_duration(slowest.fit_retry_seconds)}"
                if slowest.fit_retry_seconds else "")
         print(f"  {model_alias:<16} {format_duration(slowest.seconds):>8}  on {queries}  "
-              f"(first forecast after {format_duration(slowest.forecast_seconds)}, then "
+              f"(first forecast within {format_duration(slowest.forecast_seconds)}, then "
               f"{format_duration(slowest.warm_up_seconds)} of warm-up{fit})", flush=True)
 
 
