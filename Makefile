@@ -1,5 +1,7 @@
 # Two commands on a fresh Debian/Ubuntu machine: `make run` and `make test`.
 # Both create .venv and, when run as root, install the Debian packages they need.
+# Options of the stack go in ARGS: make run ARGS='--gpu-simulate 2 --slack-webhook-url-file F'
+# (scripts/run_stack.py --help lists them); `make demo` adds an incident that reaches Slack.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -7,7 +9,7 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := prometheus prometheus-alertmanager prometheus-node-exporter victoria-metrics chromium
 APT_BINARIES := prometheus promtool prometheus-alertmanager amtool prometheus-node-exporter victoria-metrics chromium
 
-.PHONY: setup apt venv run test lint clean
+.PHONY: setup apt venv run demo test lint clean
 
 setup: apt venv
 
@@ -35,7 +37,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: setup
-	$(VENV)/bin/python scripts/run_stack.py
+	$(VENV)/bin/python scripts/run_stack.py $(ARGS)
+
+demo: setup
+	$(VENV)/bin/python scripts/run_stack.py --demo $(ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

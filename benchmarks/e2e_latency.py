@@ -21,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from scripts.slack_catcher import CaughtRequest, slack_catcher, slack_titles
 from tests.alerting.shipped import alert_rules
 from tests.support.anomaly_stack import AnomalyStack, Timings, anomaly_stack
 from tests.support.services import query
-from tests.support.slack_catcher import CaughtRequest, slack_catcher, slack_titles
 
 SPIKE_VALUE = 100.0
 POLL_SECONDS = 0.1

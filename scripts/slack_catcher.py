@@ -2,20 +2,20 @@
 
 Alertmanager's Slack notifier posts its real payload (attachments with title, text, color) to
 whatever api_url it is given, so pointing it here lets a test read exactly what Slack would
-receive. Any path is accepted, so the same catcher can also stand in for a plain webhook.
+receive. Any path is accepted, so the same catcher can also stand in for a plain webhook. The
+tests read what it caught; `make demo` (scripts/demo.py) prints it.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-from tests.support.services import free_port
 
 
 @dataclass
@@ -36,6 +36,8 @@ class SlackCatcher:
     port: int
     requests: list[CaughtRequest] = field(default_factory=list)
     condition: threading.Condition = field(default_factory=threading.Condition)
+    listeners: list[Callable[[CaughtRequest], None]] = field(default_factory=list)
+    """Called with each request as it arrives (on the server's thread)."""
 
     def url(self, path: str = "/slack") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -44,6 +46,8 @@ class SlackCatcher:
         with self.condition:
             self.requests.append(request)
             self.condition.notify_all()
+        for listener in self.listeners:
+            listener(request)
 
     def wait_for(self, predicate: Callable[[CaughtRequest], bool],
                  timeout_seconds: float) -> CaughtRequest:
@@ -71,6 +75,20 @@ def slack_texts(request: CaughtRequest) -> list[str]:
     return [attachment.get("text", "") for attachment in request.body.get("attachments", [])]
 
 
+_SLACK_LINK = re.compile(r"<([^<>|]+)\|[^<>]*>")
+
+
+def slack_links(request: CaughtRequest) -> list[str]:
+    """Every link of a Slack payload: the attachments' title links and the `<url|label>` links
+    of their texts."""
+    links = []
+    for attachment in request.body.get("attachments", []):
+        if attachment.get("title_link"):
+            links.append(attachment["title_link"])
+        links += _SLACK_LINK.findall(attachment.get("text", ""))
+    return links
+
+
 def _handler_for(catcher: SlackCatcher) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -81,10 +99,13 @@ def _handler_for(catcher: SlackCatcher) -> type[BaseHTTPRequestHandler]:
             except json.JSONDecodeError:
                 body = {"unparsed": raw.decode(errors="replace")}
             catcher.record(CaughtRequest(self.path, body, time.monotonic(), dict(self.headers)))
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain")
-            self.end_headers()
-            self.wfile.write(b"ok")  # what Slack answers
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.end_headers()
+                self.wfile.write(b"ok")  # what Slack answers
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the sender stopped (a stack shutting down) before reading the answer
 
         def log_message(self, format: str, *args: object) -> None:
             """Silent: the test reads requests, not an access log."""
@@ -93,9 +114,11 @@ def _handler_for(catcher: SlackCatcher) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def slack_catcher() -> Iterator[SlackCatcher]:
-    catcher = SlackCatcher(free_port())
-    server = ThreadingHTTPServer(("127.0.0.1", catcher.port), _handler_for(catcher))
+def slack_catcher(port: int = 0) -> Iterator[SlackCatcher]:
+    """A catcher on 127.0.0.1:port (0: a free port, which catcher.port then holds)."""
+    catcher = SlackCatcher(port)
+    server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(catcher))
+    catcher.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
