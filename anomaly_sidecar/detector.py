@@ -54,7 +54,7 @@ class ScoringConfig:
 
     calibration: Literal["calibrated", "raw"] = "calibrated"
     """"raw": the model's own band (e.g. 3 standard deviations) instead of the calibration."""
-    false_alarms_per_day: float = 2.0
+    false_alarms_per_day: float = 1.0
     """The sensitivity: how many alarms a day a series without anomalies should raise at most
     (per 288 points at steps coarser than 5 minutes), before the quiet and rearm periods
     thin them out further."""
