@@ -10,8 +10,10 @@ Per model and series count:
   published (scores appear block by block while the rest is still being scored);
 - steady state: each further cycle, one new point per series is imported and the inference
   reads only the new points (median of `--cycles`), with the HTTP share;
-- memory: the bytes of per-series state, and the growth of this process' resident memory
-  over the cold start (the series' state plus the read's working set).
+- memory: the bytes of per-series state, the growth of this process' resident memory over
+  the cold start (the series' state plus the read's working set) and the process' whole resident
+  memory after it (run one model and one series count per command for a clean figure: memory a
+  model freed is reused by the next).
 `--statsmodels` adds the batched ARIMA estimator against statsmodels fitted per series: a
 sample of series is fitted with statsmodels and the time per series is multiplied by the
 number of series (fitting 10,000 one by one takes many minutes). BLAS is pinned to one thread
@@ -141,7 +143,8 @@ def run_model(url: str, prefix: str, alias: str, history: str, values: np.ndarra
     assert runner.infer(job), f"cold start of {alias} failed"
     cold_seconds = time.perf_counter() - started
     first_published = (outputs.first_published or time.perf_counter()) - started
-    rss_growth = resident_bytes() - rss_before
+    rss_after = resident_bytes()
+    rss_growth = rss_after - rss_before
     state_bytes = sum(array.nbytes for part in job.detector.state.values()
                       for array in part.values())
     steady, http = [], []
@@ -161,12 +164,13 @@ def run_model(url: str, prefix: str, alias: str, history: str, values: np.ndarra
     row = {"fit": fit_seconds, "cold": cold_seconds, "first_published": first_published,
            "steady": steady[middle], "steady_http": http[middle],
            "state_kib_per_series": state_bytes / n_series / 1024,
-           "rss_growth_mib": rss_growth / 2 ** 20, "published": published}
+           "rss_growth_mib": rss_growth / 2 ** 20, "rss_mib": rss_after / 2 ** 20,
+           "published": published}
     print(f"  {alias:8s} fit {fit_seconds:6.2f} s | cold start {cold_seconds:6.1f} s "
           f"(first scores after {first_published:5.1f} s) | steady cycle {row['steady']:5.2f} s "
           f"({n_series / row['steady']:7.0f} series/s, {row['steady_http']:4.2f} s HTTP) | "
           f"state {row['state_kib_per_series']:5.1f} KiB/series, RSS +{row['rss_growth_mib']:6.0f} "
-          f"MiB | scored {published}", flush=True)
+          f"MiB (process {row['rss_mib']:6.0f} MiB) | scored {published}", flush=True)
     return row
 
 
