@@ -2,12 +2,16 @@
 
 Uses only /api/v1/query_range and /api/v1/query, which both backends implement the same way.
 Long ranges are split so that no request asks for more points per series than the backend
-allows; 5xx answers and connection errors are retried with exponential backoff, a 4xx answer
-(a bad query, a wrong tenant) is reported at once with the backend's own message. An answer
-is parsed strictly (parse_answer, then parse_matrix or parse_vector): a 200 whose body is not
-the documented shape (a proxy's HTML page, `[]`, a success without data, wrong types) is a
-ReaderError, counted in anomaly_sidecar_reader_errors_total and logged, never an
-AttributeError in a scheduler thread or the report.
+allows, nor (after the first request, which tells how many series there are) for more samples in
+all than SAMPLES_PER_REQUEST: a decoded answer holds each sample as Python objects, about 150
+bytes, and the allocator keeps that peak, so one answer of 14 million samples (10,000 series, a
+day at 1 minute) would grow the process by 2-3 GiB for good. 5xx answers and connection errors
+are retried with exponential backoff, a 4xx answer (a bad query, a wrong tenant) is reported
+at once with the backend's own message. An answer is parsed strictly (parse_answer, then
+parse_matrix or parse_vector): a 200 whose body is not the documented shape (a proxy's HTML
+page, `[]`, a success without data, wrong types) is a ReaderError, counted in
+anomaly_sidecar_reader_errors_total and logged, never an AttributeError in a scheduler thread or
+the report.
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ _NUMBER_TYPES = (int, float)
 
 BACKOFF_START_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 8.0
+FIRST_CHUNK_POINTS = 60
+"""Points per series of a long range's first request, before the number of series is known."""
+SAMPLES_PER_REQUEST = 500_000
+"""Samples of all series that each later request of a long range asks for at most."""
 
 
 class ReaderError(RuntimeError):
@@ -73,9 +81,11 @@ class PromReader:
     """A client for one backend; `on_request(seconds, ok)` lets the caller count requests."""
 
     def __init__(self, config: ReaderConfig,
-                 on_request: Callable[[float, bool], None] | None = None) -> None:
+                 on_request: Callable[[float, bool], None] | None = None,
+                 samples_per_request: int = SAMPLES_PER_REQUEST) -> None:
         self.config = config
         self.on_request = on_request
+        self.samples_per_request = samples_per_request
         self.session = new_session(config)
 
     def _get(self, path: str, params: dict[str, str],
@@ -149,8 +159,9 @@ class PromReader:
         sample at a grid point (gaps stay gaps; NaN/Inf samples become NaN)."""
         grid = step_grid(start, end, step)
         columns: dict[SeriesKey, np.ndarray] = {}
-        chunk_points = self.config.max_points_per_request
-        for chunk_start in range(0, len(grid), chunk_points):
+        chunk_start = 0
+        chunk_points = min(FIRST_CHUNK_POINTS, self.config.max_points_per_request)
+        while chunk_start < len(grid):
             chunk = grid[chunk_start:chunk_start + chunk_points]
             matrix = self._get("/api/v1/query_range", {
                 "query": expr, "start": _timestamp(chunk[0]), "end": _timestamp(chunk[-1]),
@@ -160,6 +171,10 @@ class PromReader:
                 if row is None:
                     row = columns[key] = np.full(len(grid), np.nan)
                 _place_samples(row, stamps, numbers, grid, step)
+            del matrix
+            chunk_start += len(chunk)
+            chunk_points = max(1, min(self.config.max_points_per_request,
+                                      self.samples_per_request // max(1, len(columns))))
         keys = sorted(columns)
         values = np.array([columns[key] for key in keys]) if keys else np.zeros((0, len(grid)))
         return SeriesBatch(keys, grid, values)

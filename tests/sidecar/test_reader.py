@@ -92,6 +92,31 @@ def test_gaps_stay_gaps_and_nothing_is_invented(tmp_path):
     np.testing.assert_array_equal(row[kept], np.arange(len(stamps))[kept])
 
 
+def test_a_long_range_of_many_series_is_read_in_requests_of_bounded_size(tmp_path):
+    """The first request reads FIRST_CHUNK_POINTS a series and tells how many series there are;
+    each later one asks for at most samples_per_request samples in all, and the pieces add up
+    to what one request reads."""
+    step = 60.0
+    start = math.floor(time.time() / step) * step - 300 * step
+    stamps = start + step * np.arange(300)
+    series = {f"s{index}": [(stamp, index + 0.001 * point) for point, stamp in enumerate(stamps)]
+              for index in range(20)}
+    with victoria_metrics(tmp_path / "vm", ["-search.latencyOffset=0s"]) as service:
+        import_lines(service.url, series, metric="many")
+        config = ReaderConfig(url=service.url)
+        whole = wait_for(lambda: (lambda b: b if len(b.keys) == 20 else None)(
+            PromReader(config).query_range("many", stamps[0], stamps[-1], step)), 20,
+            message="imported data to be queryable")
+        requests_made = []
+        bounded = PromReader(config, on_request=lambda seconds, ok: requests_made.append(ok),
+                             samples_per_request=400)
+        pieces = bounded.query_range("many", stamps[0], stamps[-1], step)
+    assert pieces.keys == whole.keys
+    np.testing.assert_array_equal(pieces.values, whole.values)
+    # 60 points, then 400 // 20 = 20 points a request for the other 240
+    assert len(requests_made) == 1 + 240 // 20 and all(requests_made)
+
+
 def test_retries_5xx_then_succeeds_and_reports_unreachable(tmp_path):
     with victoria_metrics(tmp_path / "vm", ["-search.latencyOffset=0s"]) as service:
         now = time.time()
