@@ -51,10 +51,6 @@ class InputError(ValueError):
 class ConfigError(InputError):
     """A configuration problem; str() is "<file>: <key.path>: <reason>"."""
 
-    @property
-    def key_path(self) -> str:
-        return self.where
-
 
 def shorten(text: str, limit: int = MAX_REASON_CHARS) -> str:
     """A message part cut to `limit` characters, so no input can make an error message huge."""

@@ -117,7 +117,8 @@ class Dispatcher:
                                           runs=not action.dry_run)
         if isinstance(reservation, str):
             return self._skip(alert, rule, reservation, self._limit_detail(reservation, action))
-        base = {**self._alert_fields(alert, rule), "invocation": invocation,
+        alert_fields = self._alert_fields(alert, rule)
+        base = {**alert_fields, "invocation": invocation,
                 "dedupe_key": dedupe_key, "cooldown_key": cooldown_key}
         if action.dry_run:
             self._write_or_cancel({"event": "dry_run", **base}, reservation)
@@ -126,8 +127,7 @@ class Dispatcher:
         run_id = uuid.uuid4().hex[:16]
         self._write_or_cancel({"event": "started", "run_id": run_id, **base}, reservation)
         self.metrics.running.inc()
-        self.pool.submit(self._run, action, invocation, run_id, reservation,
-                         self._alert_fields(alert, rule))
+        self.pool.submit(self._run, action, invocation, run_id, reservation, alert_fields)
         return "started"
 
     def _run(self, action: ActionConfig, invocation: dict[str, Any], run_id: str,

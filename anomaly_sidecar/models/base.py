@@ -177,9 +177,10 @@ class Model(ABC):
 
 
 def model_types() -> list[str]:
-    """Every model type a config may name: the modules of this package with a MODEL_CLASS
-    (helpers start with an underscore), found on disk so a new model file is picked up by the
-    contract tests without being listed anywhere."""
+    """Every model type a config may name: the modules of this package other than base and
+    the helpers (which start with an underscore), found on disk so a new model file is picked
+    up by the contract tests without being listed anywhere; each must define MODEL_CLASS,
+    which model_class imports (the contract tests build every type through it)."""
     package = Path(__file__).parent
     return sorted(path.stem for path in package.glob("*.py")
                   if not path.stem.startswith("_") and path.stem != "base")

@@ -53,7 +53,6 @@ class LoadContext:
 
 
 class Action(ABC):
-    type_name: ClassVar[str]
     keys: ClassVar[tuple[str, ...]]
     """The type's own keys in an action section (the common ones are handled by config.py)."""
 

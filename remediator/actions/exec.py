@@ -30,7 +30,6 @@ from remediator.process import run_process
 
 @dataclass(frozen=True)
 class ExecAction(Action):
-    type_name: ClassVar[str] = "exec"
     keys: ClassVar[tuple[str, ...]] = ("command", "env")
 
     command: tuple[str, ...]

@@ -33,7 +33,6 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 @dataclass(frozen=True)
 class HttpAction(Action):
-    type_name: ClassVar[str] = "http"
     keys: ClassVar[tuple[str, ...]] = ("method", "url", "headers", "header_files", "body",
                                        "tls_ca_file")
 

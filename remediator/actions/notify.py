@@ -17,7 +17,6 @@ from remediator.slack import SlackError, post_message, slack_escaped
 
 @dataclass(frozen=True)
 class NotifyAction(Action):
-    type_name: ClassVar[str] = "notify"
     keys: ClassVar[tuple[str, ...]] = ("slack_api_url_file", "channel", "text")
 
     url_file: str

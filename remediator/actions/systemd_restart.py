@@ -25,7 +25,6 @@ from remediator.actions.exec import resolve_executable, run_argv
 
 @dataclass(frozen=True)
 class SystemdRestartAction(Action):
-    type_name: ClassVar[str] = "systemd_restart"
     keys: ClassVar[tuple[str, ...]] = ("unit", "allowed_units", "systemctl")
 
     unit: str
