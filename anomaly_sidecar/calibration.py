@@ -114,8 +114,9 @@ def score(state: dict[str, np.ndarray], settings: CalibrationSettings, time: flo
     if rows.size == 0:
         return scores, thresholds
     observed = state["observed"][rows]
-    young = ((observed < YOUNG_ERRORS) & (observed >= settings.min_errors)
+    ready = ((observed >= settings.min_errors)
              & (time - state["first_time"][rows] >= settings.warm_up_seconds))
+    young = ready & (observed < YOUNG_ERRORS)
     # young series refresh every twelfth of the interval (every 5 minutes for an hour). An
     # older refresh counts half a young bucket earlier, so that a series turning young in the
     # first twelfth of an interval is refreshed at once, not unscored until the next twelfth.
@@ -130,9 +131,7 @@ def score(state: dict[str, np.ndarray], settings: CalibrationSettings, time: flo
         state["threshold"][stale] = threshold(weights, np.nan_to_num(counts), settings.alpha)
         state["refreshed_bucket"][stale] = bucket[due]
     row_errors = errors[rows]
-    warm = ((state["observed"][rows] >= settings.min_errors)
-            & (time - state["first_time"][rows] >= settings.warm_up_seconds)
-            & (state["threshold"][rows] > 0))
+    warm = ready & (state["threshold"][rows] > 0)
     limit = state["threshold"][rows]
     with np.errstate(divide="ignore", invalid="ignore"):
         scores[rows] = np.where(warm, row_errors / limit, np.nan)

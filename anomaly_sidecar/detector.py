@@ -126,8 +126,7 @@ class Detector:
     def _new_state(self, n_series: int) -> dict[str, StreamState]:
         state = {"model": self.model.new_state(n_series),
                  "alarms": alarms.new_state(n_series),
-                 "series": {"last_time": np.full(n_series, np.nan),
-                            "last_seen": np.full(n_series, np.nan)}}
+                 "series": {"last_time": np.full(n_series, np.nan)}}
         for channel in self.channels:
             state[f"calibration.{channel}"] = calibration.new_state(n_series)
         return state
@@ -159,8 +158,7 @@ class Detector:
 
     def forget_unseen_since(self, moment: float) -> int:
         """Drop series whose newest sample is older than `moment`; returns how many."""
-        last_seen = self.state["series"]["last_seen"]
-        keep = np.flatnonzero(~(last_seen < moment))
+        keep = np.flatnonzero(~(self.state["series"]["last_time"] < moment))
         dropped = len(self.keys) - len(keep)
         if dropped:
             self._take(keep)
@@ -202,7 +200,6 @@ class Detector:
             scored[group, first:end] = True
             newest = float(batch.timestamps[end - 1])
             self.state["series"]["last_time"][rows[group]] = newest
-            self.state["series"]["last_seen"][rows[group]] = newest
         return Scored(**outputs, scored=scored)
 
     def _advance(self, rows: np.ndarray, keys: list[SeriesKey], timestamps: np.ndarray,

@@ -31,7 +31,7 @@ from anomaly_sidecar.alarms import BELOW_ONE
 from anomaly_sidecar.config import ModelConfig, QueryConfig, SchedulerConfig
 from anomaly_sidecar.detector import MIN_ERRORS, Detector, Scored, build_detector
 from anomaly_sidecar.durations import span_seconds
-from anomaly_sidecar.models.base import SeriesBatch, SeriesKey, model_class
+from anomaly_sidecar.models.base import SeriesBatch, SeriesKey
 from anomaly_sidecar.reader import PromReader
 from anomaly_sidecar.self_metrics import SelfMetrics
 from anomaly_sidecar.writers.base import JobLabels, Publication, Writer
@@ -71,7 +71,7 @@ class Job:
 
     @property
     def learns(self) -> bool:
-        return model_class(self.model_config.type).learns
+        return self.detector.model.learns
 
     @property
     def history_seconds(self) -> float:
@@ -262,13 +262,17 @@ class SchedulerRunner:
                                             self.config.alias).inc(
                 int(np.isfinite(batch.values).sum()))
             self._request_fit(job, batch.keys)
+            with job.lock:
+                known = np.array([job.detector.knows(key) for key in batch.keys], dtype=bool)
+                # state for every new series at once: growing it block by block would copy
+                # every state array once per block
+                job.detector.rows(batch.keys)
             for first in range(0, len(batch.keys), SCORE_BLOCK_SERIES):
                 rows = slice(first, first + SCORE_BLOCK_SERIES)
                 block = SeriesBatch(batch.keys[rows], batch.timestamps, batch.values[rows])
                 with job.lock:
-                    known = np.array([job.detector.knows(key) for key in block.keys])
                     scored = job.detector.update(block)
-                self._publish(job, block, scored, now, known)
+                self._publish(job, block, scored, now, known[rows])
             self.metrics.series.labels(job.labels.query_alias, job.labels.model_alias,
                                        self.config.alias).set(len(job.detector.keys))
         except Exception as error:  # keep serving the last scores
@@ -363,7 +367,8 @@ class SchedulerRunner:
             # a series whose new points are all older than that shows its newest score,
             # never as a new alarm
             stale = np.minimum(at_newest(scored.anomaly_score), BELOW_ONE)
-            score = np.where(np.isfinite(_highest(scores)[rows]), _highest(scores)[rows], stale)
+            highest = _highest(scores)[rows]
+            score = np.where(np.isfinite(highest), highest, stale)
         else:
             score = at_newest(scored.anomaly_score)
         outputs = {"y": at_newest(batch.values), "yhat": at_newest(scored.yhat),

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from anomaly_sidecar.models._fill import forward_filled
+
 SERIES_BLOCK = 2048
 """Series per block in the regressions: bounds memory at block x points x regressors."""
 
@@ -45,17 +47,6 @@ class ArimaCoefficients:
         """The coefficients of the given series rows, in that order."""
         return ArimaCoefficients(self.phi[rows], self.theta[rows], self.mu[rows],
                                  self.sigma[rows])
-
-
-def forward_filled(values: np.ndarray) -> np.ndarray:
-    """Non-finite values replaced by the last finite one (leading gaps stay NaN): estimation
-    needs a contiguous series, and a held value is the least invented filler."""
-    values = np.where(np.isfinite(values), values, np.nan)
-    columns = np.arange(values.shape[1])
-    last_valid = np.where(np.isfinite(values), columns, -1)
-    np.maximum.accumulate(last_valid, axis=1, out=last_valid)
-    filled = np.take_along_axis(values, np.maximum(last_valid, 0), axis=1)
-    return np.where(last_valid >= 0, filled, np.nan)
 
 
 def _lagged(matrix: np.ndarray, lags: int) -> np.ndarray:

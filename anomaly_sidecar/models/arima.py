@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 
 from anomaly_sidecar.models import _arima_batched as batched
+from anomaly_sidecar.models._fill import forward_filled
 from anomaly_sidecar.models.base import (
     Duration,
     Model,
@@ -140,7 +141,7 @@ def statsmodels_coefficients(values: np.ndarray,
     n_series = values.shape[0]
     result = batched.ArimaCoefficients(np.zeros((n_series, p)), np.zeros((n_series, q)),
                                        np.zeros(n_series), np.full(n_series, np.nan))
-    for row, series in enumerate(batched.forward_filled(values)):
+    for row, series in enumerate(forward_filled(values)):
         finite = series[np.isfinite(series)]
         if len(finite) <= 2 * (p + d + q) + 2 or np.ptp(finite) == 0:
             continue

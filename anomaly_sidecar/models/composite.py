@@ -149,9 +149,7 @@ class CompositeModel(Model):
                 "gaps": np.full((n_series, lags), float(self._width)),
                 "novelty": np.full((n_series, self._smoothing), np.nan)})
         if self.params.shift_recent:
-            state.update({"fast": np.full(n_series, np.nan), "slow": np.full(n_series, np.nan),
-                          "fast_time": np.full(n_series, np.nan),
-                          "slow_time": np.full(n_series, np.nan)})
+            state.update({"fast": np.full(n_series, np.nan), "slow": np.full(n_series, np.nan)})
         return state
 
     def advance(self, state: StreamState, keys: Sequence[SeriesKey], timestamps: np.ndarray,
@@ -167,13 +165,17 @@ class CompositeModel(Model):
             current = values[:, column]
             observed = np.isfinite(current)
             yhat[:, column] = state["level"]
-            _ewma_update(state, "level", "level_time", current, observed, moment, level_memory)
+            # the level and both shift means see the same values, so one time serves all three
+            last = state["level_time"]
+            state["level_time"] = np.where(observed, moment, last)
+            state["level"] = _ewma_update(state["level"], last, current, observed, moment,
+                                          level_memory)
             if self.params.extreme_range:
                 must_alarm[:, column] = self._extreme(state, current, observed, moment)
             if self.params.novelty_width:
                 novelty[:, column] = self._novelty(state, current, observed, moment)
             if self.params.shift_recent:
-                shift[:, column] = self._shift(state, current, observed, moment)
+                shift[:, column] = self._shift(state, last, current, observed, moment)
         extra = {}
         if self.params.novelty_width:
             extra[NOVELTY] = novelty
@@ -288,27 +290,26 @@ class CompositeModel(Model):
             for name in names:
                 state[name][rows] = arrays[name]
 
-    def _shift(self, state: StreamState, current: np.ndarray, observed: np.ndarray,
-               moment: float) -> np.ndarray:
+    def _shift(self, state: StreamState, last: np.ndarray, current: np.ndarray,
+               observed: np.ndarray, moment: float) -> np.ndarray:
         """|fast mean - slow mean| before this value joins both (NaN until both exist)."""
         shift = np.where(observed, np.abs(state["fast"] - state["slow"]), np.nan)
-        _ewma_update(state, "fast", "fast_time", current, observed, moment,
-                     span_seconds(self.params.shift_recent, self.step_seconds))
-        _ewma_update(state, "slow", "slow_time", current, observed, moment,
-                     span_seconds(self.params.shift_baseline, self.step_seconds))
+        state["fast"] = _ewma_update(state["fast"], last, current, observed, moment,
+                                     span_seconds(self.params.shift_recent, self.step_seconds))
+        state["slow"] = _ewma_update(state["slow"], last, current, observed, moment,
+                                     span_seconds(self.params.shift_baseline, self.step_seconds))
         return shift
 
 
-def _ewma_update(state: StreamState, level_name: str, time_name: str, current: np.ndarray,
-                 observed: np.ndarray, moment: float, time_constant: float) -> None:
+def _ewma_update(level: np.ndarray, last: np.ndarray, current: np.ndarray,
+                 observed: np.ndarray, moment: float, time_constant: float) -> np.ndarray:
     """An exponentially weighted mean in time: a value's weight decays with exp(-age / time
-    constant), so a gap of any length is handled by its duration, not by counting points."""
-    level, last = state[level_name], state[time_name]
+    constant), so a gap of any length is handled by its duration, not by counting points.
+    `last` is when the mean last took a value."""
     weight = 1.0 - np.exp(-(moment - last) / time_constant)
     fresh = observed & np.isnan(level)
     updated = np.where(fresh, current, level + weight * (current - level))
-    state[level_name] = np.where(observed, updated, level)
-    state[time_name] = np.where(observed, moment, last)
+    return np.where(observed, updated, level)
 
 
 MODEL_CLASS = CompositeModel

@@ -36,6 +36,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from anomaly_sidecar.durations import span_points
+from anomaly_sidecar.models._fill import forward_filled
 from anomaly_sidecar.models.base import (
     Duration,
     Model,
@@ -134,10 +135,7 @@ def _key_name(key: SeriesKey) -> str:
 def _filled_windows(values: np.ndarray) -> np.ndarray:
     """Windows (last axis) with each gap filled by the last earlier value inside the same
     window, and leading gaps by 0 (the normalised mean)."""
-    positions = np.where(np.isfinite(values), np.arange(values.shape[-1]), -1)
-    positions = np.maximum.accumulate(positions, axis=-1)
-    filled = np.take_along_axis(values, np.maximum(positions, 0), axis=-1)
-    return np.where(positions >= 0, filled, 0.0)
+    return np.nan_to_num(forward_filled(values), nan=0.0)
 
 
 def _ewma(values: np.ndarray, alpha: float, level: np.ndarray) -> np.ndarray:
